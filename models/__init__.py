@@ -1,0 +1,1 @@
+"""Model zoo: the networks of the papers, built from the layers in `implicit`."""

@@ -1,0 +1,23 @@
+"""Benchmarks against peer libraries, measured in one run: `python -m train.bench {ode,deq} --out FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="suite", required=True)
+    sub.add_parser("ode", help="neural-ODE block vs torchdiffeq", add_help=False)
+    sub.add_parser("deq", help="DEQ blocks vs torchdeq", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.suite == "ode":
+        from train import _bench_ode as suite
+    else:
+        from train import _bench_deq as suite
+    return suite.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
