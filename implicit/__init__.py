@@ -13,5 +13,24 @@ __all__ = ["Outcome", "SolverError"]
 # --- deep equilibrium models (implicit/deq) ---
 
 # --- neural SDEs (implicit/sde) ---
+from implicit.sde import (  # noqa: E402
+    SRK,
+    EulerHeun,
+    EulerMaruyama,
+    FixedSteps,
+    Milstein,
+    NeuralSDE,
+    SDEScheme,
+    SDEStats,
+    SDEStepping,
+    StepDoubling,
+    StratonovichHeun,
+    StratonovichMidpoint,
+)
+
+__all__ += [
+    "NeuralSDE", "SDEStats", "SDEScheme", "EulerMaruyama", "Milstein", "SRK", "StratonovichHeun",
+    "StratonovichMidpoint", "EulerHeun", "SDEStepping", "StepDoubling", "FixedSteps",
+]
 
 __version__ = "0.1.0"
