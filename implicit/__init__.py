@@ -9,6 +9,15 @@ from implicit._outcome import Outcome, SolverError
 __all__ = ["Outcome", "SolverError"]
 
 # --- neural ODEs (implicit/ode) ---
+from implicit.ode import (  # noqa: E402
+    RK4, Adjoint, Backprop, Bosh3, ButcherTableau, Dopri5, Euler, KineticRegularizer, NeuralODE,
+    ODESolution, ODEStats, Steer, TaylorRegularizer, Tsit5, odeint,
+)
+
+__all__ += [
+    "RK4", "Adjoint", "Backprop", "Bosh3", "ButcherTableau", "Dopri5", "Euler", "KineticRegularizer",
+    "NeuralODE", "ODESolution", "ODEStats", "Steer", "TaylorRegularizer", "Tsit5", "odeint",
+]
 
 # --- deep equilibrium models (implicit/deq) ---
 

@@ -1,0 +1,464 @@
+"""Explicit Runge-Kutta integration over batched tensors, recording the solver's own heuristics.
+
+For every accepted step j the loop keeps the controller's error ratio E_j, the step size h_j and a
+stiffness estimate S_j; E_j and S_j stay in the autograd graph so R_E = Σ E_j·|h_j| (ERNODE) and
+R_S = Σ S_j·|h_j| (SRNODE, Pal et al. 2021) can be added to a loss. The step-size path is detached:
+h_j, the accept/reject decisions and the step sequence are data, not functions of the parameters.
+
+Batch aggregation: the whole batch is one ODE system. E_j is the RMS over *all* elements (batch
+included) of err / (atol + rtol·max(|y0|, |y1|)), exactly torchdiffeq's norm, so one step sequence
+serves the batch; S_j is ‖k_p − k_q‖ / ‖Y_p − Y_q‖ with Euclidean norms over the whole batch, i.e.
+a Rayleigh-type quotient of the block-diagonal Jacobian (a weighted mean of the per-sample
+estimates, at most their maximum).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from implicit._outcome import Outcome, SolverError
+from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
+
+# Consecutive rejections caused by NaN/Inf (each shrinking h by dfactor) before the solve is
+# declared NONFINITE: a blow-up that a smaller step cures is survived, a broken f fails fast.
+_MAX_NONFINITE_RETRIES = 5
+
+
+class _Counter:
+    """A cell the statistics record owns; backward increments it when (and if) it runs."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def __repr__(self) -> str:
+        return f"_Counter({self.value})"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ODEStats:
+    """What one solve did. Tensors in graph: ``error_estimates``, ``stiffness_estimates``, ``reg_*``.
+
+    ``error_estimates``/``stiffness_estimates``/``reg_error``/``reg_stiffness`` are None when not
+    recorded (``record=False``, the adjoint, or a method without an embedded error estimate / a
+    stiffness stage pair, e.g. Euler). ``step_sizes`` are detached float64 |h_j| of accepted steps.
+    ``reg_taylor``/``reg_kinetic``/``reg_jacobian`` are filled by :class:`NeuralODE` when it
+    integrates the matching regularizer, else None. ``nfe_backward`` reads a counter that the
+    backward pass increments: 0 until backward runs.
+    """
+
+    nfe_forward: int
+    n_accepted: int
+    n_rejected: int
+    error_estimates: Tensor | None
+    step_sizes: Tensor
+    stiffness_estimates: Tensor | None
+    reg_error: Tensor | None
+    reg_stiffness: Tensor | None
+    t_final: float
+    outcome: Outcome
+    message: str = ""
+    reg_taylor: Tensor | None = None
+    reg_kinetic: Tensor | None = None
+    reg_jacobian: Tensor | None = None
+    backward_counter: _Counter = dataclasses.field(default_factory=_Counter, repr=False, compare=False)
+
+    @property
+    def nfe_backward(self) -> int:
+        """Evaluations of f (or of its vector-Jacobian product) made by the backward pass so far."""
+        return self.backward_counter.value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ODESolution:
+    """``ys[i]`` is the state at ``ts[i]``; shape ``(len(ts), *y0.shape)``."""
+
+    ys: Tensor
+    ts: Tensor
+    stats: ODEStats
+
+
+class _LinComb(torch.autograd.Function):
+    """``base + Σ c_j·k_j`` (base may be None) with Python-float c_j: one output buffer, updated in
+    place, and a backward that saves nothing (the c_j are detached step-size data)."""
+
+    @staticmethod
+    def forward(ctx, coeffs, base, *ks):
+        ctx.coeffs = coeffs
+        ctx.has_base = base is not None
+        if base is None:
+            out = torch.mul(ks[0], coeffs[0])
+            rest = zip(coeffs[1:], ks[1:])
+        else:
+            out = base.clone()
+            rest = zip(coeffs, ks)
+        for c, k in rest:
+            out.add_(k, alpha=c)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        needs = ctx.needs_input_grad
+        grads = [g * c if needs[2 + j] else None for j, c in enumerate(ctx.coeffs)]
+        return (None, g if ctx.has_base and needs[1] else None, *grads)
+
+
+def _lincomb(base: Tensor | None, coeffs, ks) -> Tensor:
+    pairs = [(c, k) for c, k in zip(coeffs, ks) if c != 0.0]
+    if not pairs:
+        return base if base is not None else torch.zeros_like(ks[0])
+    cs, kk = zip(*pairs)
+    return _LinComb.apply(tuple(cs), base, *kk)
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward counts one vector-Jacobian product of f."""
+
+    @staticmethod
+    def forward(ctx, x, counter):
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        ctx.counter.value += 1
+        return g, None
+
+
+def _check_number(name, value, *, positive=True, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = math.isfinite(value) and (value > 0 or (allow_zero and value == 0))
+    if positive and not ok:
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def _check_y0_t(y0, t) -> list[float]:
+    if not isinstance(y0, Tensor):
+        raise TypeError(f"y0 must be a torch.Tensor of shape (batch, ...), got {type(y0).__name__}")
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating-point tensor, got dtype {y0.dtype}; convert it, e.g. y0.float()")
+    if y0.ndim < 2:
+        raise ValueError(
+            f"y0 must have shape (batch, ...) with at least 2 dimensions, got shape {tuple(y0.shape)}; "
+            "add a batch dimension, e.g. y0.unsqueeze(0)"
+        )
+    if y0.numel() == 0:
+        raise ValueError(f"y0 must not be empty, got shape {tuple(y0.shape)}")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("y0 contains NaN or Inf; the initial state must be finite")
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a 1-D torch.Tensor of output times, got {type(t).__name__}")
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"t must be 1-D with at least 2 times (start and end), got shape {tuple(t.shape)}")
+    if t.dtype != y0.dtype:
+        raise TypeError(f"t has dtype {t.dtype} but y0 has dtype {y0.dtype}; pass t.to(y0.dtype)")
+    if t.device != y0.device:
+        raise ValueError(f"t is on {t.device} but y0 is on {y0.device}; pass t.to(y0.device)")
+    if t.requires_grad:
+        raise ValueError("t must not require grad: output times are step-size data (no gradient through h or t)")
+    ts = t.tolist()
+    if not all(math.isfinite(x) for x in ts):
+        raise ValueError(f"t must be finite, got {ts}")
+    d = [b - a for a, b in zip(ts[:-1], ts[1:])]
+    if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
+        raise ValueError(f"t must be strictly increasing or strictly decreasing, got {ts}")
+    return ts
+
+
+def odeint(
+    f: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    t: Tensor,
+    *,
+    solver: AbstractSolver = Tsit5(),
+    rtol: float = 1e-3,
+    atol: float = 1e-6,
+    dt0: float | None = None,
+    max_steps: int = 10_000,
+    dt: float | None = None,
+    throw: bool = True,
+    stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None,
+    record: bool = True,
+) -> ODESolution:
+    """Solve dy/dt = f(t, y), y(t[0]) = y0, returning y at every time in ``t``.
+
+    ``y0`` has shape (batch, ...); ``f(t, y)`` gets a 0-dim tensor ``t`` (y's dtype/device) and
+    returns dy of y's shape. ``t`` is strictly increasing or decreasing; steps are clipped to land
+    exactly on every output time (no interpolation). Adaptive solvers use ``rtol``/``atol`` and
+    start from ``dt0`` (None: Hairer's initial-step heuristic, as torchdiffeq); ``dt`` (or a
+    fixed-step solver's own ``dt``) runs fixed steps with any tableau. ``max_steps`` bounds
+    attempted steps (accepted + rejected). ``stop(t, y, fy)``, allowed when ``len(t) == 2``, is
+    called after each accepted step with fy = f(t, y); when it returns true the solve ends there
+    (``ys[-1]`` is that state, ``stats.t_final`` its time). ``record=False`` skips the in-graph
+    error/stiffness records (their stats fields are then None).
+
+    A failed solve (outcome not SUCCESSFUL) raises :class:`~implicit.SolverError` when ``throw``;
+    otherwise it returns the outcome, with NaN at the output times it did not reach.
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable f(t, y) -> dy, got {type(f).__name__}")
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(f"solver must be a solver object such as Tsit5() or RK4(dt=0.1), got {solver!r}")
+    ts = _check_y0_t(y0, t)
+    rtol = _check_number("rtol", rtol, allow_zero=True)
+    atol = _check_number("atol", atol, allow_zero=True)
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol must not both be 0")
+    if dt0 is not None:
+        dt0 = _check_number("dt0", dt0)
+    if dt is not None:
+        dt = _check_number("dt", dt)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    if stop is not None:
+        if not callable(stop):
+            raise TypeError(f"stop must be callable stop(t, y, fy) -> bool, got {type(stop).__name__}")
+        if len(ts) != 2:
+            raise ValueError(f"stop is allowed only with len(t) == 2 (start, end), got len(t) = {len(ts)}")
+    if isinstance(solver, AbstractFixedSolver):
+        if dt is not None and solver.dt is not None and dt != solver.dt:
+            raise ValueError(f"dt given twice: odeint(dt={dt}) and {solver!r}; give one")
+        dt = dt if dt is not None else solver.dt
+        if dt is None:
+            raise ValueError(f"{type(solver).__name__} is a fixed-step solver: give it dt, e.g. {type(solver).__name__}(dt=0.01)")
+    elif dt is not None and dt0 is not None:
+        raise ValueError("dt0 (first adaptive step) and dt (fixed steps) exclude each other; give one")
+    return _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record).run()
+
+
+class _Integrator:
+    """State of one solve. Times and step sizes are Python floats (float64, detached by design)."""
+
+    def __init__(self, f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record):
+        self.f, self.y0, self.ts, self.t, self.solver = f, y0, ts, t, solver
+        self.tab = solver.tableau
+        self.rtol, self.atol, self.dt0, self.max_steps, self.dt = rtol, atol, dt0, max_steps, dt
+        self.throw, self.stop = throw, stop
+        self.sign = 1.0 if ts[1] > ts[0] else -1.0
+        self.counter = _Counter()
+        self.grad = torch.is_grad_enabled()
+        self.record = record
+        self.nfe = 0
+        self.inv_sqrt_n = 1.0 / math.sqrt(y0.numel())
+        self.eps = torch.finfo(y0.dtype).eps
+        self.tiny = torch.finfo(y0.dtype).tiny
+
+    # -- evaluations -------------------------------------------------------------------------
+    def call(self, tt: float, y: Tensor) -> Tensor:
+        self.nfe += 1
+        k = self.f(torch.tensor(tt, dtype=y.dtype, device=y.device), y)
+        if not isinstance(k, Tensor) or k.shape != y.shape or k.dtype != y.dtype:
+            got = f"{type(k).__name__} {tuple(k.shape)} {k.dtype}" if isinstance(k, Tensor) else type(k).__name__
+            raise ValueError(
+                f"f(t, y) must return a tensor of y's shape and dtype {tuple(y.shape)} {y.dtype}, got {got}"
+            )
+        if self.grad and k.requires_grad:
+            k = _CountBackward.apply(k, self.counter)
+        return k
+
+    def step(self, t0: float, y0: Tensor, k0: Tensor, h: float, t1: float):
+        """One Runge-Kutta step; returns (y1, f1 or None, err or None, stages Y, slopes k)."""
+        tab = self.tab
+        ks, ys = [k0], [y0]
+        for i in range(1, tab.stages):
+            yi = _lincomb(y0, [h * a for a in tab.a[i]], ks)
+            ti = t1 if tab.c[i] == 1.0 else t0 + tab.c[i] * h
+            ys.append(yi)
+            ks.append(self.call(ti, yi))
+        if tab.fsal:
+            y1, f1 = ys[-1], ks[-1]
+        else:
+            y1, f1 = _lincomb(y0, [h * b for b in tab.b], ks), None
+        err = None if tab.b_error is None else _lincomb(None, [h * e for e in tab.b_error], ks)
+        return y1, f1, err, ys, ks
+
+    def error_ratio(self, err: Tensor, y0: Tensor, y1: Tensor) -> Tensor:
+        scale = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
+        return torch.linalg.vector_norm(err / scale) * self.inv_sqrt_n
+
+    def stiffness(self, ys, ks) -> Tensor:
+        p, q = self.tab.stiffness_stages
+        num = torch.linalg.vector_norm(ks[p] - ks[q])
+        den = torch.linalg.vector_norm(ys[p] - ys[q])
+        # Guard 0/0 (e.g. f constant) while keeping the gradient through both norms whenever the
+        # denominator is above rounding level.
+        floor = self.eps * torch.linalg.vector_norm(ys[q]).detach() + self.tiny
+        return num / torch.maximum(den, floor)
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> ODESolution:
+        ts, sign, tab = self.ts, self.sign, self.tab
+        y0 = self.y0
+        t0 = ts[0]
+        outs = [y0]
+        E_list, S_list, h_list = [], [], []
+        n_acc = n_rej = attempts = 0
+        outcome, message = Outcome.SUCCESSFUL, ""
+        fixed = self.dt is not None
+        want_E = self.record and tab.b_error is not None
+        want_S = self.record and tab.stiffness_stages is not None
+        solver = self.solver
+
+        k0 = self.call(t0, y0)
+        if not fixed:
+            if not bool(torch.isfinite(k0).all()):
+                return self.finish(outs, E_list, S_list, h_list, 0, 0, t0, Outcome.NONFINITE,
+                                   f"f produced NaN/Inf at the initial time t={t0:g} (initial state)")
+            if self.dt0 is not None:
+                h = sign * self.dt0
+            else:
+                h = sign * self.initial_step(t0, y0, k0)
+        else:
+            h = sign * self.dt
+            n_fixed = 0  # steps since the last output time: t = T_prev + n·dt avoids drift
+            t_anchor = t0
+
+        i_out = 1
+        nonfinite_run = 0
+        while i_out < len(ts):
+            T = ts[i_out]
+            if attempts >= self.max_steps:
+                outcome = Outcome.MAX_STEPS_REACHED
+                message = (f"reached max_steps={self.max_steps} at t={t0:g} before t={ts[-1]:g} "
+                           f"({n_acc} accepted, {n_rej} rejected steps)")
+                break
+            if fixed:
+                t1 = t_anchor + (n_fixed + 1) * h
+                if sign * (T - t1) <= 1e-10 * abs(h):
+                    t1 = T
+                hh = t1 - t0
+            else:
+                if h == 0.0 or t0 + h == t0 or abs(h) < self.eps * abs(t0):
+                    outcome = Outcome.DT_UNDERFLOW
+                    message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
+                    break
+                t1 = t0 + h
+                if sign * (t1 - T) > 0:  # would pass the output time: clip to land on it
+                    t1 = T
+                hh = t1 - t0
+            attempts += 1
+            if k0 is None:
+                k0 = self.call(t0, y0)
+            y1, f1, err, ys, ks = self.step(t0, y0, k0, hh, t1)
+
+            if fixed:
+                accept = True
+                E = self.error_ratio(err, y0, y1) if want_E else None
+            else:
+                if want_E:
+                    E = self.error_ratio(err, y0, y1)
+                    r = float(E.detach())
+                else:
+                    with torch.no_grad():
+                        r = float(self.error_ratio(err, y0, y1))
+                if not math.isfinite(r):
+                    n_rej += 1
+                    nonfinite_run += 1
+                    if nonfinite_run >= _MAX_NONFINITE_RETRIES:
+                        outcome = Outcome.NONFINITE
+                        message = (f"f produced NaN/Inf in the step from t={t0:g} (step {attempts}, h={hh:.3g}), "
+                                   f"still after {nonfinite_run} step-size reductions")
+                        break
+                    h = hh * solver.dfactor
+                    continue
+                nonfinite_run = 0
+                accept = r <= 1.0
+                h = hh * self.factor(r)
+
+            if not accept:
+                n_rej += 1
+                continue
+            n_acc += 1
+            h_list.append(abs(hh))
+            if want_E:
+                E_list.append(E)
+            if want_S:
+                S_list.append(self.stiffness(ys, ks))
+            t0, y0, k0 = t1, y1, f1
+            if fixed:
+                n_fixed += 1
+            if t1 == T:
+                outs.append(y1)
+                i_out += 1
+                if fixed:
+                    t_anchor, n_fixed = T, 0
+            if self.stop is not None:
+                if k0 is None:
+                    k0 = self.call(t0, y0)
+                if bool(self.stop(torch.tensor(t0, dtype=y0.dtype, device=y0.device), y0, k0)):
+                    if t1 != T:
+                        outs.append(y0)
+                    break
+
+        if fixed and outcome is Outcome.SUCCESSFUL and not bool(torch.isfinite(outs[-1]).all()):
+            bad = next(i for i, y in enumerate(outs) if not bool(torch.isfinite(y).all()))
+            outcome = Outcome.NONFINITE
+            message = f"f produced NaN/Inf: the state at output time t={ts[bad]:g} (index {bad}) is not finite"
+        return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, t0, outcome, message)
+
+    def factor(self, r: float) -> float:
+        """torchdiffeq 0.2.5's ``_optimal_step_size``: no shrink below 1 after r < 1."""
+        s = self.solver
+        if r == 0.0:
+            return s.ifactor
+        lower = 1.0 if r < 1.0 else s.dfactor
+        return min(s.ifactor, max(s.safety / r ** (1.0 / self.tab.error_order), lower))
+
+    @torch.no_grad()
+    def initial_step(self, t0: float, y0: Tensor, k0: Tensor) -> float:
+        """Hairer, Nørsett & Wanner, Solving ODEs I, II.4, in torchdiffeq 0.2.5's variant (one f eval)."""
+        rms = lambda x: float(torch.linalg.vector_norm(x)) * self.inv_sqrt_n  # noqa: E731
+        scale = y0.abs() * self.rtol + self.atol
+        d0, d1 = rms(y0 / scale), rms(k0 / scale)
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        k1 = self.call(t0 + self.sign * h0, y0 + (self.sign * h0) * k0)
+        d2 = rms((k1 - k0) / scale) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / self.tab.error_order)
+        return min(100 * h0, h1)
+
+    def finish(self, outs, E_list, S_list, h_list, n_acc, n_rej, t_final, outcome, message) -> ODESolution:
+        y0 = self.y0
+        if len(outs) < len(self.ts):  # failed early (or stopped, which appended its state already)
+            outs = outs + [torch.full_like(y0, math.nan)] * (len(self.ts) - len(outs))
+        ys = torch.stack(outs)
+        if self.stop is not None and outcome.ok:
+            ts = torch.tensor([self.ts[0], t_final], dtype=y0.dtype, device=y0.device)
+        else:
+            ts = self.t
+        steps = torch.tensor(h_list, dtype=torch.float64, device=y0.device)
+        want_E = self.record and self.tab.b_error is not None
+        want_S = self.record and self.tab.stiffness_stages is not None
+        empty = y0.new_zeros(0)
+        E = (torch.stack(E_list) if E_list else empty) if want_E else None
+        S = (torch.stack(S_list) if S_list else empty) if want_S else None
+        h = steps.to(y0.dtype)
+        stats = ODEStats(
+            nfe_forward=self.nfe,
+            n_accepted=n_acc,
+            n_rejected=n_rej,
+            error_estimates=E,
+            step_sizes=steps,
+            stiffness_estimates=S,
+            reg_error=None if E is None else (E * h).sum(),
+            reg_stiffness=None if S is None else (S * h).sum(),
+            t_final=t_final,
+            outcome=outcome,
+            message=message,
+            backward_counter=self.counter,
+        )
+        if not outcome.ok and self.throw:
+            raise SolverError(message, outcome, stats)
+        return ODESolution(ys=ys, ts=ts, stats=stats)
