@@ -1,0 +1,84 @@
+"""Anderson acceleration (type II, Walker & Ni) for batched fixed points."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Anderson(RootSolver):
+    """Anderson mixing over the last ``m`` iterates.
+
+    Each step picks weights α (Σα = 1) minimising ‖Σ αᵢ (f(zᵢ) − zᵢ)‖² + λ‖α‖², with
+    λ = ``lam`` × mean diagonal of the residual Gram matrix (relative, so the regularisation
+    does not swamp the fit as residuals shrink), then mixes
+    z ← β Σ αᵢ f(zᵢ) + (1 − β) Σ αᵢ zᵢ.
+    """
+
+    tol: float = 1e-4
+    abs_tol: float = 1e-8
+    max_iter: int = 50
+    m: int = 5
+    beta: float = 1.0
+    lam: float = 1e-4
+
+    def __post_init__(self):
+        check_tolerances("Anderson", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
+        if not (isinstance(self.m, int) and self.m >= 1):
+            raise ValueError(f"Anderson: m (history size) must be an int >= 1, got {self.m!r}")
+        if not (isinstance(self.beta, (int, float)) and 0 < self.beta <= 1):
+            raise ValueError(f"Anderson: beta (mixing) must be in (0, 1], got {self.beta!r}")
+        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
+            raise ValueError(f"Anderson: lam must be >= 0, got {self.lam!r}")
+
+    def solve(self, f: Fn, z0: Tensor) -> RootSolution:
+        check_start(z0)
+        ev = Evaluator(f, z0)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
+        B, m = z0.shape[0], self.m
+        d = z0[0].numel()
+        X = z0.new_zeros(B, m, d)
+        Fb = z0.new_zeros(B, m, d)
+        G = z0.new_zeros(B, m, d)
+        gram = z0.new_zeros(B, m, m)
+        eye = torch.eye(m + 1, dtype=z0.dtype, device=z0.device)
+        z = z0
+        fz = ev(z)
+        n_iter = 0
+        while True:
+            rel, conv, all_conv, all_finite = mon.check(z, fz)
+            if all_conv or not all_finite or n_iter >= self.max_iter:
+                break
+            s = n_iter % m
+            n = min(n_iter + 1, m)
+            X[:, s] = z.reshape(B, d)
+            Fb[:, s] = fz.reshape(B, d)
+            G[:, s] = Fb[:, s] - X[:, s]
+            row = torch.bmm(G[:, :n], G[:, s].unsqueeze(-1)).squeeze(-1)  # (B, n)
+            gram[:, s, :n] = row
+            gram[:, :n, s] = row
+            if n == 1:
+                mixed_f, mixed_x = Fb[:, 0], X[:, 0]
+            else:
+                H = gram[:, :n, :n]
+                scale = torch.diagonal(H, dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(z0.dtype).tiny)
+                A = z0.new_zeros(B, n + 1, n + 1)
+                A[:, 0, 1:] = 1
+                A[:, 1:, 0] = 1
+                A[:, 1:, 1:] = H + (self.lam * scale)[:, None, None] * eye[:n, :n]
+                rhs = z0.new_zeros(B, n + 1, 1)
+                rhs[:, 0] = 1
+                alpha = torch.linalg.solve(A, rhs)[:, 1:]  # (B, n, 1)
+                mixed_f = torch.bmm(alpha.transpose(1, 2), Fb[:, :n]).squeeze(1)
+                mixed_x = torch.bmm(alpha.transpose(1, 2), X[:, :n]).squeeze(1)
+            new = mixed_f if self.beta == 1.0 else self.beta * mixed_f + (1 - self.beta) * mixed_x
+            z = torch.where(bview(conv, z), z, new.reshape(z.shape))
+            fz = ev(z)
+            n_iter += 1
+        return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
+                      ev=ev, monitor=mon, max_iter=self.max_iter, name="Anderson")

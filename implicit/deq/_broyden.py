@@ -1,0 +1,73 @@
+"""Limited-memory ("good") Broyden on g(z) = f(z) − z for batched fixed points."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish
+
+
+def _lowrank(P: Tensor, Q: Tensor, v: Tensor) -> Tensor:
+    """Σᵢ pᵢ (qᵢ·v) for stacked rows P, Q (B, n, d) and v (B, d)."""
+    return torch.bmm(P.transpose(1, 2), torch.bmm(Q, v.unsqueeze(-1))).squeeze(-1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Broyden(RootSolver):
+    """Quasi-Newton with a low-rank inverse Jacobian of g = f − id, started at −I.
+
+    The inverse is kept as −I + Σ uᵢ vᵢᵀ over the last ``memory`` updates (oldest dropped
+    first), so one step costs one f call and O(memory·d) per sample. Full steps, no line search.
+    """
+
+    tol: float = 1e-4
+    abs_tol: float = 1e-8
+    max_iter: int = 50
+    memory: int = 20
+
+    def __post_init__(self):
+        check_tolerances("Broyden", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
+        if not (isinstance(self.memory, int) and self.memory >= 1):
+            raise ValueError(f"Broyden: memory must be an int >= 1, got {self.memory!r}")
+
+    def solve(self, f: Fn, z0: Tensor) -> RootSolution:
+        check_start(z0)
+        ev = Evaluator(f, z0)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
+        B, m = z0.shape[0], self.memory
+        d = z0[0].numel()
+        tiny = torch.finfo(z0.dtype).tiny
+        U = z0.new_zeros(B, m, d)
+        VT = z0.new_zeros(B, m, d)
+        z = z0
+        fz = ev(z)
+        g = (fz - z).reshape(B, d)
+        n_iter = 0
+        while True:
+            rel, conv, all_conv, all_finite = mon.check(z, fz)
+            if all_conv or not all_finite or n_iter >= self.max_iter:
+                break
+            n = min(n_iter, m)
+            active = (~conv).unsqueeze(-1)
+            # Newton direction −J⁻¹g with J⁻¹ = −I + U Vᵀ
+            dz = g - _lowrank(U[:, :n], VT[:, :n], g) if n else g
+            dz = torch.where(active, dz, torch.zeros_like(dz))
+            z = z + dz.reshape(z.shape)
+            fz = ev(z)
+            g_new = (fz - z).reshape(B, d)
+            dg = g_new - g
+            g = g_new
+            jinv_dg = -dg + _lowrank(U[:, :n], VT[:, :n], dg) if n else -dg
+            vt = -dz + _lowrank(VT[:, :n], U[:, :n], dz) if n else -dz
+            denom = (vt * dg).sum(-1, keepdim=True)
+            ok = active & (denom.abs() > tiny)
+            u = torch.where(ok, (dz - jinv_dg) / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(dz))
+            s = n_iter % m
+            U[:, s] = u
+            VT[:, s] = torch.where(ok, vt, torch.zeros_like(vt))
+            n_iter += 1
+        return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
+                      ev=ev, monitor=mon, max_iter=self.max_iter, name="Broyden")

@@ -1,0 +1,170 @@
+"""What every root solver shares: the interface, its statistics record, and the residual test.
+
+A root solver looks for z* with f(z*) = z* on a batch (batch first, any trailing shape). Samples
+are independent: f must not mix samples (GroupNorm is fine, BatchNorm in training mode is not).
+Each sample stops on its own relative residual ``‖f(z) − z‖ / ‖f(z)‖ ≤ tol`` or absolute
+residual ``‖f(z) − z‖ ≤ abs_tol``; a sample that has converged stops changing.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from implicit._outcome import Outcome
+
+Fn = Callable[[Tensor], Tensor]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RootStats:
+    """Statistics of one root solve.
+
+    ``nfe`` counts batched calls of f plus Jacobian-vector products (``n_jvp`` of them).
+    ``residual`` is the per-sample relative residual ‖f(z) − z‖ / ‖f(z)‖ of the returned z;
+    ``history`` the largest per-sample relative residual after each iteration (index 0 = start).
+    """
+
+    nfe: int
+    n_jvp: int
+    n_iter: int
+    residual: Tensor
+    converged: Tensor
+    history: tuple[float, ...]
+    outcome: Outcome
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RootSolution:
+    z: Tensor
+    stats: RootStats
+
+
+class RootSolver(abc.ABC):
+    """Finds z* = f(z*) for a batch of independent samples."""
+
+    @abc.abstractmethod
+    def solve(self, f: Fn, z0: Tensor) -> RootSolution:
+        """Solve from ``z0`` (batch first); ``f`` maps a tensor of z0's shape to the same shape."""
+
+
+def check_tolerances(owner: str, *, tol: float, abs_tol: float, max_iter: int) -> None:
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"{owner}: tol must be a positive number, got {tol!r}")
+    if not (isinstance(abs_tol, (int, float)) and abs_tol >= 0):
+        raise ValueError(f"{owner}: abs_tol must be a non-negative number, got {abs_tol!r}")
+    if not (isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 0):
+        raise ValueError(f"{owner}: max_iter must be a non-negative int, got {max_iter!r}")
+
+
+def check_start(z0: object) -> None:
+    if not isinstance(z0, Tensor):
+        raise TypeError(f"z0 must be a torch.Tensor, got {type(z0).__name__}")
+    if z0.dim() < 1 or z0.shape[0] == 0:
+        raise ValueError(f"z0 must have a non-empty batch dimension first, got shape {tuple(z0.shape)}")
+    if not z0.is_floating_point():
+        raise TypeError(f"z0 must be a floating-point tensor, got dtype {z0.dtype}")
+
+
+def norms(t: Tensor) -> Tensor:
+    """Per-sample 2-norm over all but the batch dimension."""
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
+
+
+def bview(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample (B,) tensor to broadcast against ``like``."""
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+class Evaluator:
+    """Calls f for one solve: counts calls, checks the output's shape once.
+
+    Local to a single solve (built and dropped inside ``solve``), so no counter outlives it.
+    """
+
+    def __init__(self, f: Fn, z0: Tensor):
+        self.f = f
+        self.nfe = 0
+        self.n_jvp = 0
+        self._shape = z0.shape
+        self._checked = False
+
+    def __call__(self, z: Tensor) -> Tensor:
+        fz = self.f(z)
+        self.nfe += 1
+        if not self._checked:
+            if not isinstance(fz, Tensor):
+                raise TypeError(f"f(z, x) must return a Tensor, got {type(fz).__name__}")
+            if fz.shape != self._shape:
+                raise ValueError(
+                    f"f(z, x) must return a tensor of z's shape {tuple(self._shape)}, got shape "
+                    f"{tuple(fz.shape)}; make f map z to the same shape (or pass z_shape to the DEQ)"
+                )
+            self._checked = True
+        return fz
+
+
+class Monitor:
+    """Per-sample residual test, history, and the single host sync per iteration."""
+
+    def __init__(self, *, tol: float, abs_tol: float):
+        self.tol = tol
+        self.abs_tol = abs_tol
+        self.history: list[float] = []
+
+    def check(self, z: Tensor, fz: Tensor) -> tuple[Tensor, Tensor, bool, bool]:
+        """Return (relative residual (B,), converged (B,), all converged, all finite)."""
+        rn = norms(fz - z)
+        fn = norms(fz)
+        rel = rn / fn.clamp_min(torch.finfo(fn.dtype).tiny)
+        conv = (rn <= self.tol * fn) | (rn <= self.abs_tol)
+        finite = torch.isfinite(rn).all()
+        # one sync for all three decisions
+        summary = torch.stack([conv.all().to(rel.dtype), rel.max(), finite.to(rel.dtype)]).tolist()
+        all_conv, worst, all_finite = bool(summary[0]), summary[1], bool(summary[2])
+        self.history.append(worst)
+        return rel, conv, all_conv, all_finite
+
+
+def finish(
+    *,
+    z: Tensor,
+    rel: Tensor,
+    conv: Tensor,
+    all_conv: bool,
+    all_finite: bool,
+    n_iter: int,
+    ev: Evaluator,
+    monitor: Monitor,
+    max_iter: int,
+    name: str,
+) -> RootSolution:
+    if not all_finite:
+        outcome = Outcome.NONFINITE
+        message = f"{name}: f returned NaN/Inf at iteration {n_iter}"
+    elif all_conv:
+        outcome = Outcome.SUCCESSFUL
+        message = f"{name}: converged in {n_iter} iterations"
+    else:
+        outcome = Outcome.NOT_CONVERGED
+        n_bad = int((~conv).sum())
+        message = (
+            f"{name}: {n_bad} of {conv.numel()} samples did not converge within max_iter={max_iter} "
+            f"(worst relative residual {float(rel.max()):.3e})"
+        )
+    stats = RootStats(
+        nfe=ev.nfe,
+        n_jvp=ev.n_jvp,
+        n_iter=n_iter,
+        residual=rel.detach(),
+        converged=conv.detach(),
+        history=tuple(monitor.history),
+        outcome=outcome,
+        message=message,
+    )
+    return RootSolution(z=z, stats=stats)

@@ -1,0 +1,186 @@
+"""Root solvers and batched GMRES against exact linear solves; Newton–Krylov convergence order."""
+
+import math
+
+import pytest
+import torch
+
+from implicit import Outcome
+from implicit.deq import Anderson, Broyden, FixedPoint, NewtonKrylov, gmres
+
+SOLVERS = {
+    "fixed_point": FixedPoint(tol=1e-11, abs_tol=0.0, max_iter=400),
+    "anderson": Anderson(tol=1e-11, abs_tol=0.0, max_iter=200),
+    "broyden": Broyden(tol=1e-11, abs_tol=0.0, max_iter=200),
+    "newton_krylov": NewtonKrylov(tol=1e-11, abs_tol=0.0, max_iter=20),
+}
+
+
+def linear_problem(B=3, shape=(2, 5), rho=0.7, seed=0):
+    """f(z) = A z + b per sample with spectral norm ‖A‖ = rho < 1; z* = (I − A)⁻¹ b exactly."""
+    g = torch.Generator().manual_seed(seed)
+    d = math.prod(shape)
+    A = torch.randn(B, d, d, generator=g, dtype=torch.float64)
+    A = rho * A / torch.linalg.matrix_norm(A, ord=2)[:, None, None]
+    b = torch.randn(B, d, generator=g, dtype=torch.float64)
+
+    def f(z):
+        return (torch.bmm(A, z.reshape(B, d, 1)).squeeze(-1) + b).reshape(z.shape)
+
+    z_star = torch.linalg.solve(torch.eye(d, dtype=torch.float64) - A, b).reshape(B, *shape)
+    return f, z_star
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_linear_contraction_matches_linalg_solve(name):
+    f, z_star = linear_problem()
+    sol = SOLVERS[name].solve(f, torch.zeros_like(z_star))
+    assert sol.stats.outcome is Outcome.SUCCESSFUL
+    assert bool(sol.stats.converged.all())
+    assert float(sol.stats.residual.max()) <= 1e-11
+    torch.testing.assert_close(sol.z, z_star, rtol=1e-9, atol=1e-9)
+    # the reported residual is the one of the returned z
+    r = (f(sol.z) - sol.z).flatten(1).norm(dim=1) / f(sol.z).flatten(1).norm(dim=1)
+    torch.testing.assert_close(sol.stats.residual, r)
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_converged_sample_stops_changing(name):
+    f, z_star = linear_problem(B=3)
+    z0 = torch.zeros_like(z_star)
+    z0[1] = f(z_star)[1]  # sample 1 starts at its root (to rounding)
+    sol = SOLVERS[name].solve(f, z0)
+    assert torch.equal(sol.z[1], z0[1])
+    torch.testing.assert_close(sol.z, z_star, rtol=1e-9, atol=1e-9)
+
+
+def nonlinear_problem(B=4, d=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(d, d, generator=g, dtype=torch.float64)
+    W = 0.9 * W / torch.linalg.matrix_norm(W, ord=2)
+    x = torch.randn(B, d, generator=g, dtype=torch.float64)
+    return lambda z: torch.tanh(z @ W.T + x), torch.zeros(B, d, dtype=torch.float64)
+
+
+def test_newton_krylov_converges_superlinearly():
+    f, z0 = nonlinear_problem()
+    nk = NewtonKrylov(tol=1e-14, abs_tol=0.0, max_iter=20, gmres_restart=16, gmres_max_iter=32).solve(f, z0)
+    fp = FixedPoint(tol=1e-14, abs_tol=0.0, max_iter=400).solve(f, z0)
+    assert nk.stats.outcome is Outcome.SUCCESSFUL
+    torch.testing.assert_close(nk.z, fp.z, rtol=1e-11, atol=1e-11)
+    h = [r for r in nk.stats.history if r > 1e-13]
+    ratios = [b / a for a, b in zip(h, h[1:])]
+    assert len(ratios) >= 3
+    # superlinear: the contraction factor of the residual itself shrinks step after step ...
+    assert all(q2 < q1 for q1, q2 in zip(ratios[-3:], ratios[-2:])), ratios
+    assert ratios[-1] < 1e-2
+    # ... while plain iteration keeps a roughly constant factor (linear convergence)
+    hf = fp.stats.history
+    assert hf[-1] / hf[-2] > 0.05
+    assert nk.stats.n_iter < fp.stats.n_iter / 5
+
+
+def test_newton_krylov_counts_jvps_and_calls():
+    f, z0 = nonlinear_problem()
+    calls = []
+
+    def counted(z):
+        calls.append(1)
+        return f(z)
+
+    sol = NewtonKrylov(tol=1e-10, max_iter=10).solve(counted, z0)
+    assert sol.stats.n_jvp > 0
+    assert sol.stats.nfe == len(calls) + sol.stats.n_jvp
+
+
+def test_line_search_rescues_a_bad_newton_direction():
+    # f(z) = z − atan(z) scaled: Newton on g(z) = −atan(z)·c overshoots from far away without damping
+    def f(z):
+        return z - torch.atan(z)
+
+    z0 = torch.full((2, 1), 3.0, dtype=torch.float64)
+    with_ls = NewtonKrylov(tol=1e-10, abs_tol=1e-12, max_iter=30, line_search=True).solve(f, z0)
+    without = NewtonKrylov(tol=1e-10, abs_tol=1e-12, max_iter=30, line_search=False).solve(f, z0)
+    assert with_ls.stats.outcome is Outcome.SUCCESSFUL
+    torch.testing.assert_close(with_ls.z, torch.zeros_like(z0), rtol=0, atol=1e-8)
+    assert without.stats.outcome is not Outcome.SUCCESSFUL
+
+
+@pytest.mark.parametrize("restart", [3, 40])
+def test_batched_gmres_matches_linalg_solve(restart):
+    g = torch.Generator().manual_seed(3)
+    B, d = 4, 25
+    A = torch.eye(d, dtype=torch.float64) + 0.4 * torch.randn(B, d, d, generator=g, dtype=torch.float64) / d**0.5
+    b = torch.randn(B, 5, 5, generator=g, dtype=torch.float64)
+    b[2] = 0.0
+    x, st = gmres(lambda v: torch.bmm(A, v.reshape(B, d, 1)).reshape(v.shape), b,
+                  tol=1e-12, abs_tol=0.0, restart=restart, max_iter=300)
+    ref = torch.linalg.solve(A, b.reshape(B, d)).reshape(B, 5, 5)
+    torch.testing.assert_close(x, ref, rtol=1e-9, atol=1e-9)
+    assert bool(st.converged.all())
+    assert torch.equal(x[2], torch.zeros_like(x[2]))
+    true_res = (torch.bmm(A, x.reshape(B, d, 1)).reshape(B, d) - b.reshape(B, d)).norm(dim=1)
+    assert float(true_res.max()) <= 1e-10
+
+
+def test_gmres_per_sample_tolerance_leaves_loose_sample_less_refined():
+    g = torch.Generator().manual_seed(4)
+    B, d = 2, 40
+    A = torch.eye(d, dtype=torch.float64) + 0.6 * torch.randn(B, d, d, generator=g, dtype=torch.float64) / d**0.5
+    A[1] = A[0]
+    b = torch.randn(1, d, generator=g, dtype=torch.float64).expand(B, d).clone()
+    x, st = gmres(lambda v: torch.bmm(A, v.unsqueeze(-1)).squeeze(-1), b,
+                  tol=torch.tensor([1e-2, 1e-12], dtype=torch.float64), abs_tol=0.0, restart=50, max_iter=50)
+    ref = torch.linalg.solve(A, b)
+    err = (x - ref).norm(dim=1) / ref.norm(dim=1)
+    assert float(err[1]) < 1e-9 < float(err[0])
+    assert float(st.residual[0]) <= 1e-2
+
+
+def test_not_converged_is_reported_per_sample():
+    f, z_star = linear_problem(B=3)
+    z0 = torch.zeros_like(z_star)
+    z0[0] = z_star[0]
+    sol = FixedPoint(tol=1e-10, abs_tol=0.0, max_iter=3).solve(f, z0)
+    assert sol.stats.outcome is Outcome.NOT_CONVERGED
+    assert sol.stats.converged.tolist() == [True, False, False]
+    assert "2 of 3 samples did not converge within max_iter=3" in sol.stats.message
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_nonfinite_f_stops_and_names_the_iteration(name):
+    f, z_star = linear_problem(B=2)
+    calls = []
+
+    def bad(z):
+        calls.append(1)
+        out = f(z)
+        return out * float("nan") if len(calls) >= 3 else out
+
+    sol = SOLVERS[name].solve(bad, torch.zeros_like(z_star))
+    assert sol.stats.outcome is Outcome.NONFINITE
+    assert f"NaN/Inf at iteration {sol.stats.n_iter}" in sol.stats.message
+    # stops right there (Newton–Krylov first backtracks its line search away from the NaN)
+    assert len(calls) <= (3 + NewtonKrylov().max_backtracks if name == "newton_krylov" else 3)
+
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"z's shape \(2, 3\), got shape \(2, 4\)"):
+        FixedPoint().solve(lambda z: torch.zeros(2, 4), torch.zeros(2, 3))
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="tol must be a positive number, got -1"):
+        NewtonKrylov(tol=-1)
+    with pytest.raises(ValueError, match="gmres_restart must be an int >= 1, got 0"):
+        NewtonKrylov(gmres_restart=0)
+    with pytest.raises(ValueError, match=r"m \(history size\) must be an int >= 1"):
+        Anderson(m=0)
+    with pytest.raises(ValueError, match="memory must be an int >= 1"):
+        Broyden(memory=0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'restart'"):
+        NewtonKrylov(restart=5)
+    with pytest.raises(TypeError):
+        FixedPoint(1e-3)  # keyword-only
+    with pytest.raises(TypeError, match="z0 must be a torch.Tensor, got list"):
+        FixedPoint().solve(lambda z: z, [1.0])
