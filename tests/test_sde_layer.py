@@ -76,6 +76,7 @@ def test_stats_are_consistent_with_the_step_sequence():
     assert stats.step_sizes.shape == stats.error_estimates.shape == (stats.n_accepted,)
     assert math.isclose(stats.step_sizes.sum().item(), 1.0, rel_tol=1e-12)
     assert (stats.error_estimates <= 1).all() and stats.n_forced == 0
+    assert stats.step_sizes.dtype == F64 and not stats.step_sizes.requires_grad
     torch.testing.assert_close(stats.reg_error, (stats.error_estimates * stats.step_sizes).sum())
     assert stats.t_final == 1.0 and ys.shape == (3, 5, 3)
     # backward through the state touches only the two half steps of accepted attempts
@@ -122,7 +123,7 @@ def test_default_brownian_motion_follows_torch_seed_and_dtype():
 def test_max_steps_raises_with_advice_or_returns_outcome():
     kwargs = dict(scheme=EulerMaruyama(), stepping=StepDoubling(dt0=0.01, rtol=1e-6, atol=1e-6), max_steps=3)
     y0 = torch.ones(2, 2, dtype=F64)
-    with pytest.raises(SolverError, match="max_steps") as info:
+    with pytest.raises(SolverError, match="used max_steps=3 step attempts.*raise max_steps") as info:
         NeuralSDE(lambda t, y: -y, lambda t, y: y, **kwargs)(y0, [0.0, 0.5, 1.0], bm=_bm(2, 2, levy="none"))
     assert info.value.outcome is Outcome.MAX_STEPS_REACHED
     assert info.value.stats.n_accepted + info.value.stats.n_rejected == 3
@@ -138,7 +139,7 @@ def test_nonfinite_dynamics_is_an_outcome():
                       stepping=StepDoubling(dt0=0.1), throw=False)
     _, stats = layer(torch.ones(2, 2, dtype=F64), [0.0, 1.0], bm=_bm(2, 2, levy="none"))
     assert stats.outcome is Outcome.NONFINITE
-    with pytest.raises(SolverError, match="NaN or Inf"):
+    with pytest.raises(SolverError, match="error estimate is NaN or Inf at t=0 .*check the inputs"):
         NeuralSDE(lambda t, y: y * float("inf"), lambda t, y: y, scheme=EulerMaruyama(),
                   stepping=StepDoubling(dt0=0.1))(torch.ones(2, 2, dtype=F64), [0.0, 1.0])
 

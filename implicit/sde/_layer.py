@@ -100,8 +100,7 @@ class NeuralSDE(nn.Module):
         )
         if self.throw and not stats.outcome.ok:
             raise SolverError(
-                f"NeuralSDE stopped at t={stats.t_final:.6g} of [{float(ts[0]):.6g}, {float(ts[-1]):.6g}] after "
-                f"{stats.n_accepted} accepted and {stats.n_rejected} rejected steps",
+                f"NeuralSDE: {stats.message} ({stats.n_accepted} accepted, {stats.n_rejected} rejected steps)",
                 stats.outcome,
                 stats,
             )

@@ -16,7 +16,7 @@ from torchsde._core.base_sde import ForwardSDE as _ForwardSDE  # private: pinned
 
 from implicit._outcome import Outcome
 from implicit.sde._schemes import SDEScheme
-from implicit.sde._stats import SDEStats, _BackwardCount
+from implicit.sde._stats import SDEStats, _Counter
 from implicit.sde._stepping import SDEStepping, StepDoubling, error_ratio, propose_step
 
 
@@ -28,7 +28,7 @@ class _Evaluations:
 
     noise_type = "diagonal"
 
-    def __init__(self, drift, diffusion, sde_type: str, shape: torch.Size, backward: _BackwardCount):
+    def __init__(self, drift, diffusion, sde_type: str, shape: torch.Size, backward: _Counter):
         self.sde_type = sde_type
         self._drift = drift
         self._diffusion = diffusion
@@ -84,7 +84,7 @@ def solve(
     max_steps: int,
 ) -> tuple[torch.Tensor, SDEStats]:
     """Integrate from ts[0] over ts; inputs are already checked by the layer."""
-    backward = _BackwardCount()
+    backward = _Counter()
     evals = _Evaluations(drift, diffusion, scheme.sde_type, y0.shape, backward)
     adaptive = isinstance(stepping, StepDoubling)
     doubling = stepping.estimates_error
@@ -110,20 +110,27 @@ def solve(
     errors, steps, stiffness = [], [], []
     n_accepted = n_rejected = n_forced = attempts = 0
     outcome = Outcome.SUCCESSFUL
+    message = ""
 
     for out_t in ts[1:]:
         while curr_t < out_t and outcome is Outcome.SUCCESSFUL:
             if attempts >= max_steps:
                 outcome = Outcome.MAX_STEPS_REACHED
+                message = (
+                    f"used max_steps={max_steps} step attempts and stopped at t={float(curr_t):.6g} "
+                    f"< {float(t_end):.6g}"
+                )
                 break
             next_t = min(curr_t + step_size, t_end)
             if not next_t > curr_t:
                 outcome = Outcome.DT_UNDERFLOW
+                message = f"step size {step_size:.3g} does not advance t={float(curr_t):.17g} in {y0.dtype}"
                 break
             attempts += 1
             if not doubling:
                 prev_t, prev_y = curr_t, curr_y
                 curr_y, extra = solver.step(curr_t, next_t, curr_y, extra)
+                steps.append(next_t - curr_t)
                 curr_t = next_t
                 n_accepted += 1
                 continue
@@ -141,6 +148,7 @@ def solve(
             err_value = err.item()
             if not math.isfinite(err_value):
                 outcome = Outcome.NONFINITE
+                message = f"the step-doubling error estimate is NaN or Inf at t={float(curr_t):.6g}"
                 break
             accept = True
             if adaptive:
@@ -166,21 +174,19 @@ def solve(
 
     if outcome is Outcome.SUCCESSFUL and not bool(torch.isfinite(curr_y).all()):
         outcome = Outcome.NONFINITE
+        message = "the solution contains NaN or Inf"
     while len(ys) < len(ts):
         # times never reached are NaN so that nobody mistakes them for a solution
         ys.append(torch.full_like(y0, float("nan")))
 
-    zero = y0.new_zeros(())
-    if errors:
-        error_t = torch.stack(errors)
-        step_t = torch.stack(steps).to(y0.dtype)
-        stiff_t = torch.stack(stiffness)
-        reg_error = (error_t * step_t.abs()).sum()
-        reg_stiffness = (stiff_t * step_t.abs()).sum()
-    else:
-        error_t = stiff_t = y0.new_zeros(0)
-        step_t = torch.stack(steps).to(y0.dtype) if steps else y0.new_zeros(0)
-        reg_error = reg_stiffness = zero
+    step_t = torch.tensor([float(h) for h in steps], dtype=torch.float64)
+    error_t = stiff_t = reg_error = reg_stiffness = None
+    if doubling:
+        h = step_t.to(device=y0.device, dtype=y0.dtype)
+        error_t = torch.stack(errors) if errors else y0.new_zeros(0)
+        stiff_t = torch.stack(stiffness) if stiffness else y0.new_zeros(0)
+        reg_error = (error_t * h).sum()
+        reg_stiffness = (stiff_t * h).sum()
     backward.armed = True
     stats = SDEStats(
         nfe_forward=evals.nfe_drift + evals.nfe_diffusion,
@@ -196,6 +202,7 @@ def solve(
         reg_stiffness=reg_stiffness,
         t_final=float(curr_t),
         outcome=outcome,
-        _backward=backward,
+        message=message,
+        backward_counter=backward,
     )
     return torch.stack(ys, dim=0), stats
