@@ -1,0 +1,141 @@
+"""Running one training script as several processes (``torchrun --nproc_per_node=N -m train.mnist``).
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR/MASTER_PORT); without them the
+run is a single process and nothing here touches ``torch.distributed``. Each rank trains on
+its own shard of every batch order (see ``train._data.shard``), gradients are averaged by
+DistributedDataParallel, metrics are summed over ranks with :func:`all_reduce_sum`, and only
+rank 0 prints and writes files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def setup(device: str = "cpu", *, timeout_s: float = 1800.0) -> DistContext:
+    """Detect torchrun's environment and join the process group (gloo on CPU, nccl on CUDA).
+
+    ``device`` is "cpu" or "cuda"; under torchrun with CUDA each rank takes GPU LOCAL_RANK.
+    Outside torchrun (or WORLD_SIZE=1) returns a single-process context.
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
+    world_size = _env_int("WORLD_SIZE") or 1
+    rank = _env_int("RANK") or 0
+    local_rank = _env_int("LOCAL_RANK") or 0
+    if world_size == 1:
+        dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
+        return DistContext(device=dev)
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if device == "cuda" else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: torch.nn.Module, ctx: DistContext, *, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel when running distributed, else unchanged.
+
+    DDP finds the tensors of a ZooOutput (a dataclass) for its bookkeeping. Adaptive solvers let
+    ranks evaluate f a different number of times; that is fine, since every rank still produces
+    a gradient for the same set of parameters. ``find_unused_parameters=True`` is needed only
+    for a model whose training step may leave some parameter without a gradient.
+    """
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def all_reduce_sum(values: list[float], ctx: DistContext) -> list[float]:
+    """Sum a list of numbers over ranks (float64, so counts and sums stay exact)."""
+    if not ctx.distributed:
+        return list(values)
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def all_reduce_max(values: list[float], ctx: DistContext) -> list[float]:
+    if not ctx.distributed:
+        return list(values)
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def gather_objects(obj, ctx: DistContext) -> list:
+    """Every rank's ``obj`` as a list indexed by rank (used for per-rank RNG states)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, ctx: DistContext):
+    """Rank 0's ``obj`` on every rank."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()

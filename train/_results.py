@@ -1,0 +1,273 @@
+"""One JSON record per training run, and the Markdown table and plots built from a folder of them.
+
+A run record (written by ``train._trainer.fit``) holds::
+
+    format, version     "implicit-run", 1
+    name                run name (file stem), e.g. "ernode_seed0"
+    script, model       e.g. "train.mnist", "ernode"
+    baseline            the variant that ratios are taken against, e.g. "node"
+    config              the script's full config (plain types)
+    seed
+    data                descriptions of the train/test sets actually used (subset sizes)
+    environment         git commit (+ dirty flag), library versions, hardware
+    history             one row per evaluation (epoch/step, losses, accuracies, NFE, regularizers, times)
+    summary             the last row's headline numbers + total training time
+    paper               the paper's numbers for this variant, or null
+    complete            false while a run is in progress (records are rewritten each epoch)
+
+``python -m train.report DIR`` turns the records in DIR into ``DIR/table.md`` and
+``DIR/curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from train._checkpoint import atomic_write_bytes
+
+FORMAT = "implicit-run"
+VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Headline columns: (summary key, header, format). Paper values use the same keys.
+COLUMNS = (
+    ("train_acc", "train acc %", "{:.2f}"),
+    ("test_acc", "test acc %", "{:.2f}"),
+    ("train_time_s", "train time s", "{:.1f}"),
+    ("predict_s_per_batch", "predict s/batch", "{:.4f}"),
+    ("test_nfe", "test NFE", "{:.1f}"),
+)
+# Ratios baseline/variant: > 1 means the variant is cheaper.
+RATIOS = (
+    ("test_nfe", "NFE ratio"),
+    ("predict_s_per_batch", "predict-time ratio"),
+    ("train_time_s", "train-time ratio"),
+)
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+def git_info(repo: Path = REPO_ROOT) -> dict:
+    def run(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = run("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return None
+
+
+def environment(*, world_size: int = 1, device: str = "cpu") -> dict:
+    """Git commit, library versions and hardware, for a run record."""
+    gpu = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+    return {
+        "git": git_info(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            **{m: _version(m) for m in ("torchvision", "numpy", "torchdiffeq", "torchsde", "scipy")},
+            "implicit": _version("implicit"),
+        },
+        "hardware": {
+            "cpu": _cpu_model(),
+            "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "gpu": gpu,
+            "device": device,
+            "world_size": world_size,
+            "platform": platform.platform(),
+        },
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def to_plain(obj: Any) -> Any:
+    """Config values as JSON types (Paths and enums become strings, tuples lists)."""
+    import dataclasses
+    import enum
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # JSON has no NaN/Inf; a missing number reads as null
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
+
+
+def write_json(path: str | os.PathLike, record: Mapping) -> None:
+    """Write ``record`` as indented JSON, atomically."""
+    text = json.dumps(to_plain(record), indent=1, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode())
+
+
+def load_runs(folder: str | os.PathLike) -> list[dict]:
+    """All run records (``*.json`` with format "implicit-run") in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"results folder not found: {str(folder)!r}")
+    runs = []
+    for p in sorted(folder.glob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(p)!r} is not valid JSON ({e})") from None
+        if isinstance(rec, dict) and rec.get("format") == FORMAT:
+            rec["_path"] = str(p)
+            runs.append(rec)
+    return runs
+
+
+# --- table --------------------------------------------------------------------------------
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return spec.format(value)
+
+
+def _ordered(runs: list[dict], order: Iterable[str] | None) -> list[dict]:
+    rank = {name: i for i, name in enumerate(order or ())}
+    return sorted(runs, key=lambda r: (r.get("script", ""), rank.get(r.get("model"), len(rank)), r.get("model", ""), r.get("seed", 0)))
+
+
+def markdown_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str:
+    """A Markdown table of headline numbers per run, the paper's numbers beside ours (in
+    parentheses) when the record carries them, and ratios baseline/variant measured in the same
+    set of runs (same script, same seed)."""
+    if not runs:
+        return "_no runs_\n"
+    runs = _ordered(runs, order)
+    header = ["model", "seed", "epochs", *[h for _, h, _ in COLUMNS], *[h for _, h in RATIOS]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for r in runs:
+        s = r.get("summary") or {}
+        paper = r.get("paper") or {}
+        base = _baseline_of(r, runs)
+        cells = [r.get("model", "?") + ("" if r.get("complete", True) else " (incomplete)"),
+                 str(r.get("seed", "")), _fmt(s.get("epochs"), "{:g}")]
+        for key, _, spec in COLUMNS:
+            cell = _fmt(s.get(key), spec)
+            if paper.get(key) is not None:
+                cell += f" ({_fmt(paper[key], spec)})"
+            cells.append(cell)
+        for key, _ in RATIOS:
+            ratio = None
+            if base is not None:
+                b, v = (base.get("summary") or {}).get(key), s.get(key)
+                if b is not None and v:
+                    ratio = b / v
+            cell = _fmt(ratio, "{:.2f}")
+            pb, pv = (_paper_of(base) or {}).get(key), paper.get(key)
+            if pb is not None and pv:
+                cell += f" ({pb / pv:.2f})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "Numbers in parentheses are the paper's. Ratios are baseline / variant (above 1: the "
+             "variant is cheaper), computed between runs of the same script and seed."]
+    return "\n".join(lines + notes) + "\n"
+
+
+def _paper_of(run: dict | None) -> dict | None:
+    return None if run is None else run.get("paper")
+
+
+def _baseline_of(run: dict, runs: list[dict]) -> dict | None:
+    base = run.get("baseline")
+    for other in runs:
+        if (other.get("model") == base and other.get("script") == run.get("script")
+                and other.get("seed") == run.get("seed")):
+            return other
+    return None
+
+
+# --- plots --------------------------------------------------------------------------------
+
+
+def plot_curves(runs: list[dict], path: str | os.PathLike, *, order: Iterable[str] | None = None) -> None:
+    """Test NFE and test accuracy against epoch, one line per run, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _ordered(runs, order)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in runs:
+        hist = r.get("history") or []
+        x = [h.get("epoch") for h in hist]
+        label = f"{r.get('model')} (seed {r.get('seed')})"
+        axes[0].plot(x, [h.get("test_nfe") for h in hist], marker="o", label=label)
+        axes[1].plot(x, [h.get("test_acc") for h in hist],
+                     marker="o", label=label)
+    axes[0].set(xlabel="epoch", ylabel="test NFE (forward, per batch)", title="Test NFE")
+    axes[1].set(xlabel="epoch", ylabel="test accuracy %", title="Test accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(folder: str | os.PathLike, *, order: Iterable[str] | None = None, title: str | None = None) -> tuple[Path, Path]:
+    """Write ``table.md`` and ``curves.png`` into ``folder`` from its run records."""
+    folder = Path(folder)
+    runs = load_runs(folder)
+    if not runs:
+        raise ValueError(f"no run records (*.json with format {FORMAT!r}) in {str(folder)!r}")
+    md = folder / "table.md"
+    png = folder / "curves.png"
+    head = f"# {title or folder.name}\n\nGenerated by `python -m train.report {folder}` from {len(runs)} run records.\n\n"
+    atomic_write_bytes(md, (head + markdown_table(runs, order=order)).encode())
+    plot_curves(runs, png, order=order)
+    return md, png

@@ -1,0 +1,515 @@
+"""One training loop for every zoo model (ODE, SDE and DEQ alike), on one process or under torchrun.
+
+A zoo model's ``forward(x)`` returns a :class:`models._base.ZooOutput`. The loss is::
+
+    cross_entropy(logits, y) + sum over name in weights: weights[name](progress) * regularizers[name]
+
+where ``progress`` in [0, 1) is the fraction of training done, so a weight can be a constant
+(:class:`Constant`) or a schedule (:class:`ExponentialAnneal`, ERNODE's 100 -> 10).
+Regularizers a model reports without a weight are logged, not trained on.
+
+Training is cut into *rounds* of ``eval_every`` optimizer steps (one epoch by default). After
+each round the loop evaluates on the test set, prints one fixed-width row, writes a checkpoint
+and rewrites the run's JSON record. A run resumed from its checkpoint draws the same batches
+(batch order is a function of seed and epoch) and restores every RNG, so it ends with the same
+parameters and metrics as an uninterrupted run.
+
+Timing: training time sums the wall time of the optimizer steps only (data slicing, forward,
+backward, update), apart from evaluation; prediction time is the median wall time of one test
+batch forward. CUDA work is synchronized before each clock read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from models._base import ZooOutput
+from train import _checkpoint, _data, _distributed, _results
+from train._distributed import DistContext
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+class WeightSchedule:
+    """A regularizer weight as a function of training progress in [0, 1]."""
+
+    def __call__(self, progress: float) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constant(WeightSchedule):
+    value: float
+
+    def __post_init__(self):
+        if not math.isfinite(self.value) or self.value < 0:
+            raise ValueError(f"Constant(value=...) must be finite and >= 0, got {self.value!r}")
+
+    def __call__(self, progress: float) -> float:
+        return self.value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExponentialAnneal(WeightSchedule):
+    """``start * (end / start) ** progress``: geometric interpolation from start to end."""
+
+    start: float
+    end: float
+
+    def __post_init__(self):
+        if not (self.start > 0 and self.end > 0):
+            raise ValueError(f"ExponentialAnneal needs start > 0 and end > 0, got start={self.start!r}, end={self.end!r}")
+
+    def __call__(self, progress: float) -> float:
+        return self.start * (self.end / self.start) ** progress
+
+
+@dataclass(frozen=True, kw_only=True)
+class InverseDecay:
+    """Learning-rate factor ``1 / (1 + decay * step)`` for ``torch.optim.lr_scheduler.LambdaLR``
+    (Flux's InvDecay, used by the ERNODE paper with decay 1e-5). A dataclass rather than a
+    lambda so the scheduler's state can be checkpointed."""
+
+    decay: float
+
+    def __post_init__(self):
+        if not (self.decay >= 0 and math.isfinite(self.decay)):
+            raise ValueError(f"InverseDecay(decay=...) must be finite and >= 0, got {self.decay!r}")
+
+    def __call__(self, step: int) -> float:
+        return 1.0 / (1.0 + self.decay * step)
+
+
+# --- loop configuration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+    """How long and how to train; the script's own config (model, lr, ...) is separate.
+
+    Exactly one of ``epochs`` and ``steps`` (optimizer steps) sets the budget. ``eval_every``
+    is the round length in steps (default: one epoch). ``stop_after_round`` ends this process
+    after that many rounds in total, with a checkpoint, as if interrupted (``--resume`` goes on).
+    """
+
+    batch_size: int
+    epochs: int | None = None
+    steps: int | None = None
+    eval_batch_size: int | None = None
+    eval_every: int | None = None
+    seed: int = 0
+    progress: bool | None = None
+    stop_after_round: int | None = None
+    clip_grad_norm: float | None = None
+    find_unused_parameters: bool = False
+    augment: _data.Augment | None = None
+
+    def __post_init__(self):
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError(f"give exactly one of epochs and steps, got epochs={self.epochs!r}, steps={self.steps!r}")
+        for name in ("batch_size", "epochs", "steps", "eval_batch_size", "eval_every", "stop_after_round"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    """What the run record says about the run beyond its config (see ``train._results``)."""
+
+    name: str
+    script: str
+    model: str
+    baseline: str | None = None
+    paper: Mapping[str, float] | None = None
+    notes: str = ""
+
+
+# --- accumulation -------------------------------------------------------------------------
+
+
+@dataclass
+class _Sums:
+    """Sums over the batches of one round on this rank; reduced over ranks before use."""
+
+    n: float = 0.0
+    batches: float = 0.0
+    loss: float = 0.0
+    ce: float = 0.0
+    correct: float = 0.0
+    nfe_f: float = 0.0
+    nfe_b: float = 0.0
+    nfe_b_batches: float = 0.0
+    seconds: float = 0.0
+    named: dict = field(default_factory=dict)  # "reg/<name>" or "metric/<name>" -> [sum, count]
+
+    def add_named(self, prefix: str, values: Mapping[str, Any]) -> None:
+        for k, v in values.items():
+            v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            s = self.named.setdefault(f"{prefix}/{k}", [0.0, 0.0])
+            s[0] += v
+            s[1] += 1.0
+
+
+def _reduce(sums: _Sums, ctx: DistContext) -> _Sums:
+    if not ctx.distributed:
+        return sums
+    keys = sorted(set().union(*_distributed.gather_objects(sorted(sums.named), ctx)))
+    flat = [sums.n, sums.batches, sums.loss, sums.ce, sums.correct, sums.nfe_f, sums.nfe_b, sums.nfe_b_batches]
+    for k in keys:
+        flat += sums.named.get(k, [0.0, 0.0])
+    tot = _distributed.all_reduce_sum(flat, ctx)
+    # wall time of a round is the slowest rank's
+    seconds = _distributed.all_reduce_max([sums.seconds], ctx)[0]
+    out = _Sums(*tot[:8], seconds=seconds)
+    for i, k in enumerate(keys):
+        out.named[k] = tot[8 + 2 * i: 10 + 2 * i]
+    return out
+
+
+def _backward_nfe(stats: object) -> float | None:
+    # ODE/SDE/DEQ stats records all carry nfe_backward (filled in by backward); a model may
+    # also return no stats at all.
+    if stats is None:
+        return None
+    value = getattr(stats, "nfe_backward", None)
+    if value is None:
+        return None
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _show_progress(setting: bool | None, ctx: DistContext) -> bool:
+    if not ctx.is_main:
+        return False
+    if setting is not None:
+        return setting
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: _data.InMemoryDataset, *, batch_size: int, ctx: DistContext) -> dict:
+    """Test loss, accuracy (%), mean forward NFE per batch and median seconds per batch.
+
+    Runs on the plain module (not the DDP wrapper), each rank on its share of the test set
+    without padding, so every item counts once.
+    """
+    model = _distributed.unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    order = torch.arange(len(data))[ctx.rank :: ctx.world_size]
+    loss = correct = nfe = n = 0.0
+    times = []
+    for lo in range(0, len(order), batch_size):
+        sel = order[lo : lo + batch_size]
+        x, y = data.x[sel].to(ctx.device, non_blocking=True), data.y[sel].to(ctx.device, non_blocking=True)
+        _sync(ctx.device)
+        t0 = time.perf_counter()
+        out = model(x)
+        _sync(ctx.device)
+        times.append(time.perf_counter() - t0)
+        if not isinstance(out, ZooOutput):
+            raise TypeError(f"a zoo model's forward must return ZooOutput, got {type(out).__name__}")
+        loss += float(F.cross_entropy(out.logits, y, reduction="sum"))
+        correct += float((out.logits.argmax(1) == y).sum())
+        nfe += float(out.nfe_forward)
+        n += len(y)
+    model.train(was_training)
+    local_median = statistics.median(times) if times else 0.0
+    tot = _distributed.all_reduce_sum([loss, correct, nfe, n, float(len(times)), local_median], ctx)
+    loss, correct, nfe, n, batches, median_sum = tot
+    return {
+        "test_loss": loss / max(n, 1),
+        "test_acc": 100.0 * correct / max(n, 1),
+        "test_nfe": nfe / max(batches, 1),
+        "predict_s_per_batch": median_sum / ctx.world_size,
+        "test_items": int(n),
+        "test_batches": int(batches),
+    }
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+_FIXED = (
+    ("epoch", "{:>7.2f}", 7),
+    ("step", "{:>7d}", 7),
+    ("train_loss", "{:>10.4f}", 10),
+    ("train_acc", "{:>9.2f}", 9),
+    ("test_acc", "{:>8.2f}", 8),
+    ("nfe_forward", "{:>7.1f}", 7),
+    ("nfe_backward", "{:>7.1f}", 7),
+    ("test_nfe", "{:>8.1f}", 8),
+)
+_TAIL = (("lr", "{:>9.2e}", 9), ("train_s", "{:>8.1f}", 8), ("eval_s", "{:>7.1f}", 7))
+
+
+def _row_columns(row: Mapping) -> list[tuple[str, str, int, str]]:
+    """(key, format, width, header) for one log row; regularizer and metric columns follow the row."""
+    cols = [(k, f, w, {"train_acc": "train%", "test_acc": "test%", "nfe_forward": "nfe_f",
+                        "nfe_backward": "nfe_b", "train_loss": "loss"}.get(k, k)) for k, f, w in _FIXED]
+    for k in sorted(row.get("regularizers", {})):
+        cols.append((f"regularizers/{k}", "{:>11.4g}", 11, ("R_" + k)[:11]))
+    for k in sorted(row.get("metrics", {})):
+        cols.append((f"metrics/{k}", "{:>11.4g}", 11, k[:11]))
+    cols += [(k, f, w, k) for k, f, w in _TAIL]
+    return cols
+
+
+def _lookup(row: Mapping, key: str):
+    if "/" in key:
+        a, b = key.split("/", 1)
+        return row.get(a, {}).get(b)
+    return row.get(key)
+
+
+def format_header(cols) -> str:
+    return " ".join(f"{h:>{w}}" for _, _, w, h in cols)
+
+
+def format_row(row: Mapping, cols) -> str:
+    cells = []
+    for key, fmt, w, _ in cols:
+        v = _lookup(row, key)
+        cells.append(f"{'–':>{w}}" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v))
+    return " ".join(cells)
+
+
+def fit(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None,
+    train_data: _data.InMemoryDataset,
+    test_data: _data.InMemoryDataset,
+    loop: LoopConfig,
+    weights: Mapping[str, WeightSchedule],
+    ctx: DistContext,
+    out_dir: str | os.PathLike,
+    run: RunInfo,
+    config: Any,
+    resume: bool = False,
+    resume_ignore: Iterable[str] = (),
+    checkpoint_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train ``model`` (already on ``ctx.device``; wrapped in DDP here when distributed) and
+    return the run record (also written to ``out_dir/<run.name>.json`` by rank 0).
+
+    ``scheduler`` (may be None) is stepped once per optimizer step. ``config`` is the script's
+    config dataclass; it is stored in checkpoints and the record, and on ``resume`` must equal
+    the checkpoint's except for fields named in ``resume_ignore``.
+    """
+    for name, w in weights.items():
+        if not isinstance(w, WeightSchedule):
+            raise TypeError(f"weights[{name!r}] must be a WeightSchedule (Constant, ExponentialAnneal), got {type(w).__name__}")
+    out_dir = Path(out_dir)
+    ckpt_path = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
+    ckpt_path = ckpt_path / f"{run.name}.pt"
+    json_path = out_dir / f"{run.name}.json"
+    say = log if ctx.is_main else (lambda _msg: None)
+
+    plain_config = _results.to_plain(config)
+    compared = {**plain_config, "world_size": ctx.world_size}
+    spe = _data.num_batches(len(train_data), batch_size=loop.batch_size, world_size=ctx.world_size)
+    total = loop.steps if loop.steps is not None else loop.epochs * spe
+    eval_every = loop.eval_every or spe
+    eval_bs = loop.eval_batch_size or loop.batch_size
+
+    history: list[dict] = []
+    step = 0
+    train_time = 0.0
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(
+                f"--resume given but no checkpoint at {str(ckpt_path)!r}; run without --resume to start, "
+                f"or pass the --out of the interrupted run"
+            )
+        payload = _checkpoint.load_checkpoint(ckpt_path, map_location=ctx.device)
+        _checkpoint.check_config(payload["config"], compared, ignore=resume_ignore, path=ckpt_path)
+        _checkpoint.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler)
+        _checkpoint.set_rng_state(payload["rng"][ctx.rank])
+        step = payload["step"]
+        history = list(payload["history"])
+        train_time = float(payload["extra"].get("train_time_s", 0.0))
+        say(f"resumed {run.name} from {ckpt_path} at step {step}/{total} (epoch {step / spe:.2f})")
+
+    ddp_model = _distributed.wrap_model(model, ctx, find_unused_parameters=loop.find_unused_parameters)
+    env = _results.environment(world_size=ctx.world_size, device=str(ctx.device))
+    record = {
+        "format": _results.FORMAT, "version": _results.VERSION,
+        "name": run.name, "script": run.script, "model": run.model, "baseline": run.baseline,
+        "config": plain_config, "seed": loop.seed,
+        "data": {"train": train_data.description, "test": test_data.description,
+                 "train_items": len(train_data), "test_items": len(test_data)},
+        "loop": {"steps_total": total, "steps_per_epoch": spe, "eval_every": eval_every,
+                 "world_size": ctx.world_size, "batch_size_per_rank": loop.batch_size},
+        "environment": env, "history": history, "summary": {}, "paper": dict(run.paper) if run.paper else None,
+        "notes": run.notes, "complete": False,
+    }
+
+    show_bar = _show_progress(loop.progress, ctx)
+    warned_missing = False
+    cols = None
+    rounds_done = len(history)
+    bar_cls = None
+    if show_bar:
+        from tqdm.auto import tqdm as bar_cls  # noqa: N813
+
+    while step < total:
+        round_end = min(total, (step // eval_every + 1) * eval_every)
+        ddp_model.train()
+        sums = _Sums()
+        seen: set[str] = set()
+        bar = bar_cls(total=round_end - step, desc=f"epoch {step / spe:.2f}", leave=False, dynamic_ncols=True) if show_bar else None
+        it, it_epoch = None, -1
+        while step < round_end:
+            epoch, b = divmod(step, spe)
+            if epoch != it_epoch:
+                it = _data.batches(train_data, batch_size=loop.batch_size, seed=loop.seed, epoch=epoch, shuffle=True,
+                                   rank=ctx.rank, world_size=ctx.world_size, start=b, augment=loop.augment)
+                it_epoch = epoch
+            _sync(ctx.device)
+            t0 = time.perf_counter()
+            x, y = next(it)
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            progress = step / total
+            out = ddp_model(x)
+            if not isinstance(out, ZooOutput):
+                raise TypeError(f"a zoo model's forward must return ZooOutput, got {type(out).__name__}")
+            ce = F.cross_entropy(out.logits, y)
+            loss = ce
+            for name, w in weights.items():
+                if name in out.regularizers:
+                    loss = loss + w(progress) * out.regularizers[name]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if loop.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), loop.clip_grad_norm)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            _sync(ctx.device)
+            dt = time.perf_counter() - t0
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"training loss became {loss_value} at step {step} (epoch {epoch}); lower the learning rate, "
+                    f"clip gradients (clip_grad_norm), or lower the regularizer weights"
+                )
+            n = len(y)
+            sums.seconds += dt
+            sums.n += n
+            sums.batches += 1
+            sums.loss += loss_value * n
+            sums.ce += float(ce.detach()) * n
+            sums.correct += float((out.logits.detach().argmax(1) == y).sum())
+            sums.nfe_f += float(out.nfe_forward)
+            nb = _backward_nfe(out.stats)
+            if nb is not None:
+                sums.nfe_b += nb
+                sums.nfe_b_batches += 1
+            sums.add_named("reg", out.regularizers)
+            sums.add_named("metric", out.metrics)
+            seen.update(out.regularizers)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", nfe=out.nfe_forward, refresh=False)
+        if bar is not None:
+            bar.close()
+
+        red = _reduce(sums, ctx)
+        train_time += red.seconds
+        if not warned_missing:
+            never = sorted(set(weights) - set().union(*_distributed.gather_objects(sorted(seen), ctx)))
+            if never:
+                say(f"warning: weighted regularizers {never} never appeared in the model's output this round; "
+                    f"their weights have no effect")
+            warned_missing = True
+        _sync(ctx.device)
+        t_eval = time.perf_counter()
+        ev = evaluate(ddp_model, test_data, batch_size=eval_bs, ctx=ctx)
+        _sync(ctx.device)
+        eval_s = time.perf_counter() - t_eval
+        named = {k: s / c for k, (s, c) in red.named.items() if c > 0}
+        row = {
+            "epoch": step / spe, "step": step,
+            "train_loss": red.loss / red.n, "train_ce": red.ce / red.n,
+            "train_acc": 100.0 * red.correct / red.n,
+            "nfe_forward": red.nfe_f / red.batches,
+            "nfe_backward": red.nfe_b / red.nfe_b_batches if red.nfe_b_batches else None,
+            **ev,
+            "regularizers": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("reg/")},
+            "metrics": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("metric/")},
+            "weights": {k: w((step - 1) / total) for k, w in weights.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_s": red.seconds, "train_time_s": train_time, "eval_s": eval_s,
+        }
+        history.append(row)
+        rounds_done += 1
+        new_cols = _row_columns(row)
+        if cols is None or [c[0] for c in new_cols] != [c[0] for c in cols]:
+            cols = new_cols
+            say(format_header(cols))
+        say(format_row(row, cols))
+
+        rng_states = _distributed.gather_objects(_checkpoint.rng_state(), ctx)
+        done = step >= total
+        record["history"] = history
+        record["summary"] = _summary(history, train_time)
+        record["complete"] = done
+        if ctx.is_main:
+            _checkpoint.save_checkpoint(
+                ckpt_path, model=_distributed.unwrap_model(ddp_model), optimizer=optimizer, scheduler=scheduler,
+                epoch=step // spe, step=step, history=history, config=compared, rng_states=rng_states,
+                extra={"train_time_s": train_time},
+            )
+            _results.write_json(json_path, record)
+        _distributed.barrier(ctx)
+        if not done and loop.stop_after_round is not None and rounds_done >= loop.stop_after_round:
+            say(f"stopped after round {rounds_done} (step {step}/{total}) as asked; continue with --resume")
+            break
+
+    if step >= total and not record["complete"]:
+        # resumed a run that had already finished: refresh the record
+        record["summary"] = _summary(history, train_time)
+        record["complete"] = True
+        if ctx.is_main:
+            _results.write_json(json_path, record)
+    record["paths"] = {"json": str(json_path), "checkpoint": str(ckpt_path)}
+    return record
+
+
+def _summary(history: list[dict], train_time: float) -> dict:
+    if not history:
+        return {}
+    last = history[-1]
+    return {
+        "epochs": last["epoch"], "steps": last["step"],
+        "train_acc": last["train_acc"], "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        "test_nfe": last["test_nfe"], "predict_s_per_batch": last["predict_s_per_batch"],
+        "train_time_s": train_time,
+        "nfe_forward": last["nfe_forward"], "nfe_backward": last["nfe_backward"],
+        "regularizers": last["regularizers"],
+    }
