@@ -25,9 +25,11 @@ from torch import Tensor
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
 
-# Consecutive rejections caused by NaN/Inf (each shrinking h by dfactor) before the solve is
-# declared NONFINITE: a blow-up that a smaller step cures is survived, a broken f fails fast.
+# Rejections caused by NaN/Inf (each shrinking h by dfactor) before the solve is declared NONFINITE,
+# in a row and in total: a blow-up that a smaller step cures is survived, a broken f fails fast
+# (the total stops the controller from creeping up on a point where f breaks).
 _MAX_NONFINITE_RETRIES = 5
+_MAX_NONFINITE_TOTAL = 20
 
 
 class _Counter:
@@ -313,7 +315,7 @@ class _Integrator:
         if not fixed:
             if not bool(torch.isfinite(k0).all()):
                 return self.finish(outs, E_list, S_list, h_list, 0, 0, t0, Outcome.NONFINITE,
-                                   f"f produced NaN/Inf at the initial time t={t0:g} (initial state)")
+                                   f"f produced NaN/Inf at the initial time t={t0:.10g} (initial state)")
             if self.dt0 is not None:
                 h = sign * self.dt0
             else:
@@ -324,12 +326,13 @@ class _Integrator:
             t_anchor = t0
 
         i_out = 1
-        nonfinite_run = 0
+        nonfinite_run = n_nonfinite = 0
+        t_nonfinite = t0
         while i_out < len(ts):
             T = ts[i_out]
             if attempts >= self.max_steps:
                 outcome = Outcome.MAX_STEPS_REACHED
-                message = (f"reached max_steps={self.max_steps} at t={t0:g} before t={ts[-1]:g} "
+                message = (f"reached max_steps={self.max_steps} at t={t0:.10g} before t={ts[-1]:.10g} "
                            f"({n_acc} accepted, {n_rej} rejected steps)")
                 break
             if fixed:
@@ -339,8 +342,14 @@ class _Integrator:
                 hh = t1 - t0
             else:
                 if h == 0.0 or t0 + h == t0 or abs(h) < self.eps * abs(t0):
-                    outcome = Outcome.DT_UNDERFLOW
-                    message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
+                    if n_nonfinite:  # the controller crept up to where f breaks: name the cause
+                        outcome = Outcome.NONFINITE
+                        message = (f"f produced NaN/Inf in {n_nonfinite} attempted steps, the last from "
+                                   f"t={t_nonfinite:.10g}; the step size shrank to h={h:.3g} at t={t0:.10g} "
+                                   f"without getting past it (step {attempts})")
+                    else:
+                        outcome = Outcome.DT_UNDERFLOW
+                        message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
                     break
                 t1 = t0 + h
                 if sign * (t1 - T) > 0:  # would pass the output time: clip to land on it
@@ -364,10 +373,12 @@ class _Integrator:
                 if not math.isfinite(r):
                     n_rej += 1
                     nonfinite_run += 1
-                    if nonfinite_run >= _MAX_NONFINITE_RETRIES:
+                    n_nonfinite += 1
+                    t_nonfinite = t0
+                    if nonfinite_run >= _MAX_NONFINITE_RETRIES or n_nonfinite >= _MAX_NONFINITE_TOTAL:
                         outcome = Outcome.NONFINITE
-                        message = (f"f produced NaN/Inf in the step from t={t0:g} (step {attempts}, h={hh:.3g}), "
-                                   f"still after {nonfinite_run} step-size reductions")
+                        message = (f"f produced NaN/Inf in the step from t={t0:.10g} (step {attempts}, h={hh:.3g}); "
+                                   f"{n_nonfinite} such steps, {nonfinite_run} in a row")
                         break
                     h = hh * solver.dfactor
                     continue
@@ -403,7 +414,7 @@ class _Integrator:
         if fixed and outcome is Outcome.SUCCESSFUL and not bool(torch.isfinite(outs[-1]).all()):
             bad = next(i for i, y in enumerate(outs) if not bool(torch.isfinite(y).all()))
             outcome = Outcome.NONFINITE
-            message = f"f produced NaN/Inf: the state at output time t={ts[bad]:g} (index {bad}) is not finite"
+            message = f"f produced NaN/Inf: the state at output time t={ts[bad]:.10g} (index {bad}) is not finite"
         return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, t0, outcome, message)
 
     def factor(self, r: float) -> float:
