@@ -155,7 +155,7 @@ def finish(
         n_bad = int((~conv).sum())
         message = (
             f"{name}: {n_bad} of {conv.numel()} samples did not converge within max_iter={max_iter} "
-            f"(worst relative residual {float(rel.max()):.3e})"
+            f"(worst relative residual {float(rel.detach().max()):.3e})"
         )
     stats = RootStats(
         nfe=ev.nfe,
