@@ -20,6 +20,18 @@ __all__ += [
 ]
 
 # --- deep equilibrium models (implicit/deq) ---
+from implicit.deq import (  # noqa: E402
+    DEQ, GMRES, Anderson, BackwardRecord, Broyden, DEQStats, FixedPoint, FixedPointBackward,
+    ImplicitBackward, JacobianFreeBackward, JacobianRegularizer, NewtonKrylov, PhantomGradient,
+    RootSolution, RootStats, SkipInit, SkipRegInit, SteadyState, Unrolled, ZeroInit,
+)
+
+__all__ += [
+    "DEQ", "DEQStats", "BackwardRecord", "NewtonKrylov", "Broyden", "Anderson", "FixedPoint",
+    "SteadyState", "RootSolution", "RootStats", "ImplicitBackward", "GMRES", "FixedPointBackward",
+    "JacobianFreeBackward", "PhantomGradient", "Unrolled", "ZeroInit", "SkipInit", "SkipRegInit",
+    "JacobianRegularizer",
+]
 
 # --- neural SDEs (implicit/sde) ---
 from implicit.sde import (  # noqa: E402

@@ -20,6 +20,7 @@ from implicit.deq._jacobian import JacobianRegularizer
 from implicit.deq._layer import DEQ, DEQStats
 from implicit.deq._newton_krylov import NewtonKrylov
 from implicit.deq._root import RootSolution, RootSolver, RootStats
+from implicit.deq._steady_state import SteadyState
 
 __all__ = [
     "AdjointSolver",
@@ -44,6 +45,7 @@ __all__ = [
     "RootStats",
     "SkipInit",
     "SkipRegInit",
+    "SteadyState",
     "Unrolled",
     "ZeroInit",
     "gmres",

@@ -1,0 +1,80 @@
+"""Continuous DEQ: z* as the steady state of dz/dt = f(z) − z, integrated by implicit.ode."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from implicit._outcome import Outcome
+from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, check_start, finish, norms
+from implicit.ode import AbstractAdaptiveSolver, Tsit5, odeint
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SteadyState(RootSolver):
+    """Integrates dz/dt = f(z, x) − z from z₀ with an adaptive ODE solver until it settles.
+
+    Stops after the first accepted step at which *every sample* has ‖dz‖ ≤ rtol·‖dz + z‖ or
+    ‖dz‖ ≤ atol (dz + z = f(z), so this is the same relative-residual test as the discrete
+    solvers, checked for the whole batch because the batch shares one time grid). ``rtol`` and
+    ``atol`` are also the integration tolerances. Fails (outcome not SUCCESSFUL) at ``t_max``
+    or after ``max_steps`` attempted steps; the returned z is the last accepted state.
+    """
+
+    solver: AbstractAdaptiveSolver = Tsit5()
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    max_steps: int = 1000
+    t_max: float = 100.0
+
+    def __post_init__(self):
+        if not isinstance(self.solver, AbstractAdaptiveSolver):
+            raise TypeError(f"SteadyState: solver must be an adaptive ODE solver such as Tsit5(), got {self.solver!r}")
+        for name in ("rtol", "atol", "t_max"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+                raise ValueError(f"SteadyState: {name} must be a positive number, got {v!r}")
+        if not (isinstance(self.max_steps, int) and not isinstance(self.max_steps, bool) and self.max_steps >= 1):
+            raise ValueError(f"SteadyState: max_steps must be an int >= 1, got {self.max_steps!r}")
+
+    def solve(self, f: Fn, z0: Tensor) -> RootSolution:
+        check_start(z0)
+        ev = Evaluator(f, z0)
+        mon = Monitor(tol=self.rtol, abs_tol=self.atol)
+        last = {"z": z0, "fz": None, "conv": None, "rel": None, "all": False, "finite": True}
+
+        def rhs(t: Tensor, z: Tensor) -> Tensor:
+            return ev(z) - z
+
+        def stop(t: Tensor, z: Tensor, dz: Tensor) -> bool:
+            fz = dz + z
+            rel, conv, all_conv, finite = mon.check(z, fz)
+            last.update(z=z, fz=fz, conv=conv, rel=rel, all=all_conv, finite=finite)
+            return all_conv or not finite
+
+        # the start itself may already be a root: the ODE solver only checks after a step
+        fz0 = ev(z0)
+        stop(None, z0, fz0 - z0)
+        ode_outcome, ode_message, n_steps = Outcome.SUCCESSFUL, "", 0
+        if not last["all"] and last["finite"]:
+            t = torch.tensor([0.0, self.t_max], dtype=z0.dtype, device=z0.device)
+            sol = odeint(rhs, z0, t, solver=self.solver, rtol=self.rtol, atol=self.atol,
+                         max_steps=self.max_steps, throw=False, stop=stop, record=False)
+            ode_outcome, ode_message, n_steps = sol.stats.outcome, sol.stats.message, sol.stats.n_accepted
+        result = finish(z=last["z"], rel=last["rel"], conv=last["conv"], all_conv=last["all"],
+                        all_finite=last["finite"], n_iter=n_steps, ev=ev, monitor=mon,
+                        max_iter=self.max_steps, name="SteadyState")
+        st = result.stats
+        if st.outcome is Outcome.NOT_CONVERGED:
+            n_bad = int((~st.converged).sum())
+            detail = (f"{n_bad} of {st.converged.numel()} samples above tolerance "
+                      f"(worst relative residual {float(st.residual.max()):.3e})")
+            if ode_outcome.ok:
+                outcome, why = Outcome.NOT_CONVERGED, f"reached t_max={self.t_max} before the residual test passed"
+            else:
+                outcome, why = ode_outcome, f"the ODE solve failed: {ode_message}"
+            st = dataclasses.replace(st, outcome=outcome, message=f"SteadyState: {why}; {detail}")
+            result = RootSolution(z=result.z, stats=st)
+        return result

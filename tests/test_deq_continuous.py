@@ -1,0 +1,70 @@
+"""Continuous DEQ: the steady state of dz/dt = f(z, x) − z (implicit.ode) is the discrete z*."""
+
+import pytest
+import torch
+
+from implicit import Outcome, SolverError
+from implicit.deq import DEQ, GMRES, ImplicitBackward, NewtonKrylov, SteadyState
+from implicit.ode import Dopri5, RK4
+
+from test_deq_layer import Conv, Dense
+from test_deq_solvers import linear_problem
+
+F64 = torch.float64
+
+
+def test_steady_state_of_linear_contraction_matches_linalg_solve():
+    f, z_star = linear_problem()
+    sol = SteadyState(solver=Dopri5(), rtol=1e-9, atol=1e-12).solve(f, torch.zeros_like(z_star))
+    assert sol.stats.outcome is Outcome.SUCCESSFUL
+    # stopping at relative residual 1e-9 with ‖(I − A)⁻¹‖ ≤ 1/(1 − 0.7) bounds the error
+    torch.testing.assert_close(sol.z, z_star, rtol=0, atol=1e-8 * float(z_star.abs().max()) * 10)
+    assert float(sol.stats.residual.max()) <= 1e-9
+    assert sol.stats.nfe > sol.stats.n_iter > 0
+
+
+@pytest.mark.parametrize("block", ["dense", "conv"])
+def test_continuous_deq_reaches_the_discrete_fixed_point_and_gradient(block):
+    if block == "dense":
+        f, x, zs = Dense(), torch.randn(3, 5, dtype=F64), (6,)
+    else:
+        f, x, zs = Conv(), torch.randn(2, 4, 5, 5, dtype=F64), (4, 5, 5)
+    back = ImplicitBackward(solver=GMRES(tol=1e-12, abs_tol=0.0, max_iter=60))
+    z_c, st_c = DEQ(f, solver=SteadyState(solver=Dopri5(), rtol=1e-9, atol=1e-12), backward=back)(x, z_shape=zs)
+    z_d, st_d = DEQ(f, solver=NewtonKrylov(tol=1e-12, abs_tol=1e-14), backward=back)(x, z_shape=zs)
+    assert st_c.outcome is Outcome.SUCCESSFUL and st_d.outcome is Outcome.SUCCESSFUL
+    torch.testing.assert_close(z_c, z_d, rtol=1e-7, atol=1e-8)
+    w = torch.randn_like(z_d)
+    g_c = torch.autograd.grad((z_c * w).sum(), list(f.parameters()))
+    g_d = torch.autograd.grad((z_d * w).sum(), list(f.parameters()))
+    for a, b in zip(g_c, g_d):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_start_at_the_root_takes_no_step():
+    f, z_star = linear_problem()
+    sol = SteadyState(rtol=1e-6).solve(f, f(z_star))
+    assert sol.stats.outcome is Outcome.SUCCESSFUL
+    assert sol.stats.n_iter == 0 and sol.stats.nfe == 1
+
+
+def test_failures_are_outcomes_and_raise_when_asked():
+    f, z_star = linear_problem()
+    z0 = torch.zeros_like(z_star)
+    short = SteadyState(rtol=1e-9, t_max=0.5).solve(f, z0)
+    assert short.stats.outcome is Outcome.NOT_CONVERGED
+    assert "reached t_max=0.5" in short.stats.message
+    few = SteadyState(rtol=1e-9, max_steps=3).solve(f, z0)
+    assert few.stats.outcome is Outcome.MAX_STEPS_REACHED
+    assert torch.isfinite(few.z).all()  # the last accepted state, not a NaN placeholder
+    with pytest.raises(SolverError, match="t_max=0.5.*raise max_iter"):
+        DEQ(Dense(), solver=SteadyState(rtol=1e-9, t_max=0.5), throw=True)(torch.randn(2, 5, dtype=F64), z_shape=(6,))
+
+
+def test_bad_options():
+    with pytest.raises(TypeError, match="SteadyState: solver must be an adaptive ODE solver"):
+        SteadyState(solver=RK4(dt=0.1))
+    with pytest.raises(ValueError, match="SteadyState: t_max must be a positive number, got 0"):
+        SteadyState(t_max=0)
+    with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
+        SteadyState(max_steps=0)
