@@ -1,0 +1,256 @@
+"""Neural-ODE block: implicit.ode vs torchdiffeq 0.2.5, measured in one run.
+
+``python -m train.bench ode --out results/bench/ode.json [--quick]``
+
+The block is the paper's MNIST NODE field f(t, z) = tanh(W₂[tanh(W₁[z; t]); t]), 784 → 100 → 784,
+on a batch of 512, integrated over t ∈ [0, 1] at rtol = atol ∈ {1e-3, 1e-5}, with PyTorch's default
+random weights and with the weights scaled up until the dynamics take ≥ 100 NFE. torchdiffeq runs
+dopri5 with ``step_t=[0, 1]`` so both sides take the identical step sequence (same NFE): the ratio
+is then pure implementation cost. Every variant runs once per repeat, interleaved, so load from
+other processes hits all of them alike; the JSON keeps every sample, the summary takes medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torchdiffeq
+from torch import nn
+
+from implicit.ode import Dopri5, Tsit5, odeint
+from train._checkpoint import atomic_write_bytes
+from train._results import environment, to_plain
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    out: Path
+    quick: bool = False
+    repeats: int = 5
+    batch: int = 512
+    hidden: int = 100
+    tols: tuple[float, ...] = (1e-3, 1e-5)
+    min_nfe_scaled: int = 100
+    threads: int = 1
+    seed: int = 0
+
+
+class MnistBlock(nn.Module):
+    def __init__(self, dim: int = 784, hidden: int = 100, scale: float = 1.0):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(dim + 1, hidden), nn.Linear(hidden + 1, dim)
+        with torch.no_grad():
+            for lin in (self.l1, self.l2):
+                lin.weight.mul_(scale)
+
+    def forward(self, t, z):
+        tt = t.expand(z.shape[0], 1)
+        h = torch.tanh(self.l1(torch.cat([z, tt], 1)))
+        return torch.tanh(self.l2(torch.cat([h, tt], 1)))
+
+
+class _Count(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f, self.n = f, 0
+
+    def forward(self, t, z):
+        self.n += 1
+        return self.f(t, z)
+
+
+# Variants: (name, library, solver, record). "record" keeps E_j and S_j in the graph and adds
+# R_E + R_S to the loss, i.e. what an ERNODE/SRNODE training step pays.
+VARIANTS = (
+    ("torchdiffeq-dopri5", "torchdiffeq", "dopri5", False),
+    ("ours-dopri5", "ours", "dopri5", False),
+    ("ours-dopri5+reg", "ours", "dopri5", True),
+    ("ours-tsit5", "ours", "tsit5", False),
+    ("ours-tsit5+reg", "ours", "tsit5", True),
+)
+
+
+def _solve(variant, f, z0, t, tol):
+    _, lib, method, record = variant
+    if lib == "torchdiffeq":
+        ys = torchdiffeq.odeint(f, z0, t, rtol=tol, atol=tol, method=method, options=dict(step_t=t))
+        return ys, None
+    solver = Dopri5() if method == "dopri5" else Tsit5()
+    sol = odeint(f, z0, t, solver=solver, rtol=tol, atol=tol, record=record, max_steps=100_000)
+    reg = sol.stats.reg_error + sol.stats.reg_stiffness if record else None
+    return sol.ys, reg
+
+
+def _run_once(variant, f, z0, t, tol):
+    """Forward seconds, forward+backward seconds, NFE of one training-style step."""
+    counted = _Count(f)
+    f.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    ys, reg = _solve(variant, counted, z0, t, tol)
+    loss = ys[-1].square().mean()
+    if reg is not None:
+        loss = loss + 0.01 * reg
+    forward = time.perf_counter() - start
+    nfe = counted.n
+    loss.backward()
+    total = time.perf_counter() - start
+    return forward, total, nfe
+
+
+def _time_f(f, z0, t, repeats):
+    """Median seconds of one evaluation of f, and of one evaluation plus its VJP."""
+    fwd, fb = [], []
+    for _ in range(repeats):
+        z = z0.detach().requires_grad_()
+        s = time.perf_counter()
+        out = f(t[0], z)
+        m = time.perf_counter()
+        out.backward(torch.ones_like(out))
+        e = time.perf_counter()
+        fwd.append(m - s)
+        fb.append(e - s)
+    return statistics.median(fwd), statistics.median(fb)
+
+
+@torch.no_grad()
+def _nfe(f, z0, t, tol):
+    return odeint(f, z0, t, solver=Dopri5(), rtol=tol, atol=tol, record=False, max_steps=100_000).stats.nfe_forward
+
+
+def _calibrate_scale(cfg, z0, t):
+    """Smallest power-of-two weight scale whose dynamics take ≥ min_nfe_scaled NFE at the loosest tol."""
+    scale = 1.0
+    while scale <= 64:
+        torch.manual_seed(cfg.seed)
+        f = MnistBlock(hidden=cfg.hidden, scale=scale)
+        if _nfe(f, z0, t, max(cfg.tols)) >= cfg.min_nfe_scaled:
+            return scale
+        scale *= 2.0
+    return scale / 2.0
+
+
+def run(cfg: Config) -> dict:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    z0 = torch.randn(cfg.batch, 784)
+    t = torch.tensor([0.0, 1.0])
+    load_before = os.getloadavg()
+    scaled = _calibrate_scale(cfg, z0, t)
+    cases = []
+    for weights, scale in (("random", 1.0), ("scaled", scaled)):
+        torch.manual_seed(cfg.seed)
+        f = MnistBlock(hidden=cfg.hidden, scale=scale)
+        f_s, fb_s = _time_f(f, z0, t, max(5, 2 * cfg.repeats))
+        for tol in cfg.tols:
+            samples = {v[0]: [] for v in VARIANTS}
+            for variant in VARIANTS:  # warm-up (allocator, first-call costs)
+                _run_once(variant, f, z0, t, tol)
+            for _ in range(cfg.repeats):
+                for variant in VARIANTS:
+                    samples[variant[0]].append(_run_once(variant, f, z0, t, tol))
+            case = dict(weights=weights, weight_scale=scale, tol=tol, f_seconds=f_s, f_vjp_seconds=fb_s, variants={})
+            for name, rows in samples.items():
+                fwd = statistics.median(r[0] for r in rows)
+                tot = statistics.median(r[1] for r in rows)
+                nfe = rows[0][2]
+                case["variants"][name] = dict(
+                    forward_s=fwd, forward_backward_s=tot, nfe=nfe,
+                    forward_samples=[r[0] for r in rows], forward_backward_samples=[r[1] for r in rows],
+                    overhead_forward=fwd / (nfe * f_s), overhead_forward_backward=tot / (nfe * fb_s),
+                )
+            ref = case["variants"]["torchdiffeq-dopri5"]
+            for name, v in case["variants"].items():
+                v["ratio_forward"] = v["forward_s"] / ref["forward_s"]
+                v["ratio_forward_backward"] = v["forward_backward_s"] / ref["forward_backward_s"]
+            cases.append(case)
+            print(_case_line(case), flush=True)
+    return dict(
+        format="implicit-bench-ode", version=1, config=to_plain(cfg), environment=environment(),
+        load_average_before=load_before, load_average_after=os.getloadavg(), cases=cases,
+        note=("2 CPU cores shared with up to 3 other agents' jobs during the run: absolute seconds are "
+              "noisy; ratios come from interleaved repeats of all variants."),
+    )
+
+
+def _case_line(case) -> str:
+    parts = [f"{case['weights']:>6} tol={case['tol']:.0e}"]
+    for name, v in case["variants"].items():
+        parts.append(f"{name}: nfe={v['nfe']} fwd={v['forward_s']:.3f}s f+b={v['forward_backward_s']:.3f}s "
+                     f"ratio={v['ratio_forward']:.2f}/{v['ratio_forward_backward']:.2f}")
+    return " | ".join(parts)
+
+
+def render_markdown(result: dict) -> str:
+    env = result["environment"]
+    cfg = result["config"]
+    lines = [
+        "# Neural-ODE block: implicit.ode vs torchdiffeq",
+        "",
+        f"Generated from `{Path(cfg['out']).name}` by `train/_bench_ode.py`. MNIST NODE field "
+        f"784 → {cfg['hidden']} → 784, batch {cfg['batch']}, t ∈ [0, 1], rtol = atol; median of "
+        f"{cfg['repeats']} interleaved repeats; torch {env['versions']['torch']}, torchdiffeq "
+        f"{env['versions']['torchdiffeq']}, {env['hardware']['cpu']} ({env['hardware']['cpu_cores']} cores, "
+        f"{cfg['threads']} torch thread(s)), commit `{(env['git']['commit'] or '?')[:10]}`"
+        f"{' (dirty)' if env['git']['dirty'] else ''}.",
+        "",
+        f"**Shared machine:** {result['note']} Load average before/after: "
+        f"{result['load_average_before'][0]:.1f} / {result['load_average_after'][0]:.1f}.",
+        "",
+        "Ratio = ours / torchdiffeq dopri5 (same step sequence: `step_t=[0, 1]`), < 1 is faster. "
+        "Overhead = time / (NFE × time of one f evaluation) (forward) or / (NFE × one f evaluation + "
+        "its VJP) (forward+backward). `+reg` records E_j and S_j in the graph and backpropagates "
+        "R_E + R_S. Targets: ratio ≤ 1.0 without regularizers, ≤ 1.10 with; overhead ≤ 1.10.",
+        "",
+        "| weights | tol | variant | NFE | fwd s | fwd+bwd s | ratio fwd | ratio fwd+bwd | overhead fwd | overhead fwd+bwd |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in result["cases"]:
+        w = f"{case['weights']} (×{case['weight_scale']:g})"
+        for name, v in case["variants"].items():
+            lines.append(
+                f"| {w} | {case['tol']:.0e} | {name} | {v['nfe']} | {v['forward_s']:.3f} | "
+                f"{v['forward_backward_s']:.3f} | {v['ratio_forward']:.3f} | {v['ratio_forward_backward']:.3f} | "
+                f"{v['overhead_forward']:.3f} | {v['overhead_forward_backward']:.3f} |"
+            )
+    lines += ["", "One f evaluation (median): " + ", ".join(
+        f"{c['weights']} {c['f_seconds'] * 1e3:.2f} ms (+VJP {c['f_vjp_seconds'] * 1e3:.2f} ms)"
+        for c in result["cases"][:: max(1, len(cfg["tols"]))]
+    ) + ".", ""]
+    return "\n".join(lines)
+
+
+def write(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".md"), render_markdown(result).encode())
+
+
+def parse(argv: list[str] | None) -> Config:
+    p = argparse.ArgumentParser(prog="python -m train.bench ode", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="JSON file (a .md summary is written beside it)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run: batch 16, one tolerance, 1 repeat")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {a.repeats}")
+    if a.quick:
+        return Config(out=a.out, quick=True, repeats=1, batch=16, hidden=16, tols=(1e-3,), min_nfe_scaled=20,
+                      threads=a.threads, seed=a.seed)
+    return Config(out=a.out, repeats=a.repeats, threads=a.threads, seed=a.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse(argv)
+    result = run(cfg)
+    write(result, cfg.out)
+    print(f"wrote {cfg.out} and {cfg.out.with_suffix('.md')}")
+    return 0
