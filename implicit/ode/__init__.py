@@ -1,4 +1,27 @@
-"""Neural ODEs whose adaptive solvers record their own error and stiffness estimates."""
+"""Neural ODEs whose adaptive solvers record their own error and stiffness estimates.
+
+``odeint(f, y0, t, solver=Tsit5(), rtol=..., atol=...)`` integrates a batch ``y0`` of shape
+(batch, ...) and lands exactly on every output time. Its ``ODEStats`` keep, per accepted step j,
+the controller's error ratio E_j, the step size h_j and Shampine's stiffness estimate S_j, plus
+R_E = Σ E_j·|h_j| (ERNODE) and R_S = Σ S_j·|h_j| (SRNODE; Pal et al., ICML 2021).
+
+Design decisions a user should know:
+
+- **Step-size path detached.** h_j, accept/reject decisions and the step sequence carry no gradient;
+  gradients (of the solution, R_E, R_S) are exact for the discrete solve with its steps held fixed.
+- **Batch aggregation.** The batch is one ODE system: E_j is the RMS over all elements (batch
+  included) of err / (atol + rtol·max(|y0|, |y1|)), as torchdiffeq's default norm, so one step
+  sequence serves the batch and R_E, R_S are scalars for the whole batch.
+- **Stiffness estimate.** S_j = ‖k_p − k_q‖ / ‖Y_p − Y_q‖ over two stages at the same time (the last
+  two of Tsit5/Dopri5, the two midpoints of RK4); Bosh3 has no such pair and uses the secant over
+  the step (stages at c = 0 and 1), which also picks up ∂f/∂t; Euler has none (None in the stats).
+  The denominator is floored at rounding level so 0/0 stays finite and gradients flow.
+- **Controller.** torchdiffeq 0.2.5's rules (RMS norm, safety 0.9, growth ≤ 10, shrink ≥ 0.2 after a
+  rejection, exponent 1/order, Hairer's initial step), so Dopri5/Bosh3 take the very same steps as
+  ``torchdiffeq.odeint(..., options=dict(step_t=t))``.
+- **Adjoint.** ``NeuralODE(gradient=Adjoint())`` runs torchdiffeq's ``odeint_adjoint``: the per-step
+  records and R_E, R_S are then None and regularizers are refused.
+"""
 
 from implicit.ode._integrate import ODESolution, ODEStats, odeint
 from implicit.ode._layer import AbstractGradient, Adjoint, Backprop, NeuralODE

@@ -129,10 +129,9 @@ class NeuralODE(nn.Module):
         t = self.times(z0)
         if isinstance(self.gradient, Adjoint):
             return self._adjoint(z0, t)
-        fixed_dt = None
         if self.regularizer is None:
             sol = odeint(self.f, z0, t, solver=self.solver, rtol=self.rtol, atol=self.atol, dt0=self.dt0,
-                         max_steps=self.max_steps, throw=self.throw, record=self.record, dt=fixed_dt)
+                         max_steps=self.max_steps, throw=self.throw, record=self.record)
             return sol.ys, sol.stats
         return self._augmented(z0, t)
 
