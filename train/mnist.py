@@ -1,0 +1,442 @@
+"""Train an MNIST zoo model: `python -m train.mnist --model ernode --data-dir ../shared/data`.
+
+Neural ODEs (node, ernode, srnode, steer, taynode, steer+er, steer+sr, sr+er; ERNODE/SRNODE paper,
+Pal et al. 2021), and, when their modules are present, DEQs (deq, skipdeq, skipregdeq; Skip DEQ
+paper) and neural SDEs (nsde, ernsde, srnsde). The default run is small (a 10,000-image
+training subset, 2 epochs; a few minutes on a laptop CPU) and says so; `--preset paper` gives
+the paper's full schedule for the chosen model's family.
+
+Each run writes <out>/<model>_seed<seed>.json (config, git commit, versions, hardware,
+per-epoch metrics) and <out>/checkpoints/<model>_seed<seed>.pt after every epoch;
+`--resume` continues an interrupted run exactly. `python -m train.report <out>` builds a table
+and plots from the JSONs. Runs under `torchrun --nproc_per_node=N -m train.mnist ...` too
+(--batch-size is the global batch, split over the processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from train import _data, _distributed, _trainer
+from train._trainer import Constant, ExponentialAnneal, WeightSchedule
+
+SCRIPT = "train.mnist"
+
+
+# --- model families ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Family:
+    """How this script trains one family of zoo models.
+
+    ``module`` exposes ``BUILDERS`` (variant name -> builder(**options) returning a model whose
+    forward gives a ZooOutput) and optionally ``PAPER`` (variant -> the paper's numbers, keys as
+    in ``train._results.COLUMNS``). ``weights(variant)`` gives the λ of each regularizer name the
+    model reports; ``small`` and ``paper`` are the training settings of the default run and of
+    ``--preset paper``; ``tolerance`` maps --rtol/--atol onto builder options.
+    """
+
+    name: str
+    module: str
+    baseline: str
+    weights: Callable[[str, "MNISTConfig"], dict[str, WeightSchedule]]
+    small: Mapping[str, Any]
+    paper: Mapping[str, Any]
+    tolerance: Callable[[float | None, float | None], dict]
+    extra_options: Callable[["MNISTConfig"], dict] = lambda config: {}
+    description: str = ""
+
+
+def _node_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
+    # Paper: λ_E annealed exponentially from 100 to 10 over training; λ_S = 0.0285; TayNODE λ = 3.02e-3.
+    er = {"error": ExponentialAnneal(start=100.0, end=10.0)}
+    sr = {"stiffness": Constant(value=0.0285)}
+    return {
+        "node": {}, "steer": {}, "ernode": er, "srnode": sr, "taynode": {"taylor": Constant(value=3.02e-3)},
+        "steer+er": er, "steer+sr": sr, "sr+er": {**sr, **er},
+    }[variant]
+
+
+def _node_tolerance(rtol, atol):
+    return {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+
+
+def _deq_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
+    # Skip DEQ paper: λ_skip = 0.01, λ_jac = 1.0
+    weights = {"skip": Constant(value=0.01)} if variant != "deq" else {}
+    if config.jacobian_reg:
+        weights["jacobian"] = Constant(value=1.0)
+    return weights
+
+
+def _deq_tolerance(rtol, atol):
+    if atol is not None:
+        raise ValueError("--atol does not apply to DEQ models (their solve stops on the relative residual --rtol)")
+    return {"tol": rtol} if rtol is not None else {}
+
+
+def _nsde_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
+    module = importlib.import_module("models.mnist_nsde")
+    return {name: Constant(value=float(v)) for name, v in module.REG_WEIGHTS[variant].items()}
+
+
+_SMALL = {"epochs": 2, "batch_size": 128, "limit_train": 10_000, "limit_test": None}
+
+FAMILIES = (
+    Family(
+        name="node", module="models.mnist_node", baseline="node", weights=_node_weights,
+        small={**_SMALL, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5},
+        paper={"epochs": 75, "batch_size": 512, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5,
+               "limit_train": None, "limit_test": None},
+        tolerance=_node_tolerance,
+        description="neural ODEs, Tsit5 on [0, 1], default rtol = atol = 1e-5 (see models.mnist_node)",
+    ),
+    Family(
+        name="deq", module="models.mnist_deq", baseline="deq", weights=_deq_weights,
+        small={**_SMALL, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "lr_decay": 0.0, "batch_size": 32,
+               "epochs": 1},
+        paper={"epochs": 25, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "lr_decay": 0.0,
+               "limit_train": None, "limit_test": None},
+        tolerance=_deq_tolerance,
+        extra_options=lambda c: {"solver": c.solver, "jacobian_reg": c.jacobian_reg},
+        description="fully connected DEQs (see models.mnist_deq)",
+    ),
+    Family(
+        name="nsde", module="models.mnist_nsde", baseline="nsde", weights=_nsde_weights,
+        small={**_SMALL, "optimizer": "adam", "lr": 0.01, "momentum": 0.0, "lr_decay": 0.0, "limit_test": 2_000},
+        paper={"epochs": 40, "batch_size": 512, "optimizer": "adam", "lr": 0.01, "momentum": 0.0, "lr_decay": 0.0,
+               "limit_train": None, "limit_test": None},
+        tolerance=_node_tolerance,
+        description="neural SDEs (see models.mnist_nsde)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Model name -> (family, builder, the paper's numbers), from the family modules present."""
+
+    entries: Mapping[str, tuple[Family, Callable, Mapping | None]] = field(default_factory=dict)
+
+    @staticmethod
+    def discover() -> "Registry":
+        entries = {}
+        for fam in FAMILIES:
+            try:
+                module = importlib.import_module(fam.module)
+            except ModuleNotFoundError as e:
+                if e.name == fam.module:  # that family is not part of this checkout
+                    continue
+                raise
+            paper = getattr(module, "PAPER", {})  # optional: not every module quotes a paper table
+            for name, builder in module.BUILDERS.items():
+                if name in entries:
+                    raise RuntimeError(f"model name {name!r} is registered by both {entries[name][0].module} and {fam.module}")
+                entries[name] = (fam, builder, paper.get(name))
+        return Registry(entries)
+
+
+def model_names() -> list[str]:
+    """Registered model names, in family order (used by `python -m train.report` for row order)."""
+    return list(Registry.discover().entries)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MNISTConfig:
+    """Everything a run depends on. Saved in every checkpoint and result record."""
+
+    model: str = "node"
+    preset: str = "small"
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    lr_decay: float
+    weight_decay: float = 0.0
+    rtol: float | None = None
+    atol: float | None = None
+    solver: str = "continuous"
+    jacobian_reg: bool = False
+    reg_weights: tuple[tuple[str, float], ...] = ()
+    limit_train: int | None
+    limit_test: int | None
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | None = None
+    download: bool = False
+    out: str = "runs/mnist"
+    checkpoint_dir: str | None = None
+    run_name: str | None = None
+    resume: bool = False
+    stop_after_epoch: int | None = None
+    threads: int = 0
+    progress: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run_name or f"{self.model}_seed{self.seed}"
+
+
+# fields that may differ between an interrupted run and its --resume
+RESUME_IGNORES = ("resume", "stop_after_epoch", "threads", "progress", "data_dir", "download", "out", "checkpoint_dir")
+PRESETS = ("small", "paper")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _float_in(lo: float, hi: float, *, lo_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = (v > lo if lo_open else v >= lo) and v <= hi
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v:g}")
+        return v
+
+    return parse
+
+
+def _reg_weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE such as error=50, got {text!r}")
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a number VALUE, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"regularizer weight must be >= 0, got {text!r}")
+    return name, v
+
+
+def build_parser(registry: Registry) -> argparse.ArgumentParser:
+    names = list(registry.entries)
+    fams = ", ".join(f"{f.name}: {f.description}" for f in FAMILIES if any(e[0] is f for e in registry.entries.values()))
+    p = argparse.ArgumentParser(
+        prog="python -m train.mnist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Families: " + fams + ". Options shown with default 'family' take the value of --preset for the "
+               "model's family: small (node: 2 epochs of a 10,000-image subset, batch 128, SGD lr 0.1 momentum 0.9 "
+               "inverse decay 1e-5) or paper (node: all 60,000 images, 75 epochs, batch 512, same optimizer).",
+    )
+    p.add_argument("--model", default="node", choices=names, metavar="NAME",
+                   help=f"zoo model, one of: {', '.join(names)} (default: node)")
+    p.add_argument("--preset", default="small", choices=PRESETS,
+                   help="small: a few-minute CPU run on a subset; paper: the paper's full schedule (default: small)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: family)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="global batch size, split over torchrun processes (default: family)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd or adam (default: family)")
+    p.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=None, help="learning rate (default: family)")
+    p.add_argument("--momentum", type=_float_in(0.0, 0.999), default=None, help="SGD momentum (default: family)")
+    p.add_argument("--lr-decay", type=_float_in(0.0, 1.0), default=None,
+                   help="inverse decay per step: lr_k = lr / (1 + decay * k) (default: family; 1e-5 for node)")
+    p.add_argument("--weight-decay", type=_float_in(0.0, 1.0), default=0.0, help="L2 weight decay (default: 0)")
+    p.add_argument("--rtol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+                   help="solver relative tolerance (default: model's; node 1e-5: the paper's 1.4e-8 in float64 is "
+                        "below float32 rounding noise, 1e-5 keeps the error estimate measuring truncation error; "
+                        "DEQ: relative residual)")
+    p.add_argument("--atol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+                   help="solver absolute tolerance (default: model's; node 1e-5)")
+    p.add_argument("--solver", default="continuous", choices=("continuous", "newton", "broyden"),
+                   help="DEQ models only: forward solver (default: continuous)")
+    p.add_argument("--jacobian-reg", action="store_true", help="DEQ models only: Jacobian regularization (λ 1.0)")
+    p.add_argument("--reg-weight", type=_reg_weight, action="append", default=[], metavar="NAME=VALUE",
+                   help="override a regularizer weight by name with a constant, e.g. error=50 or stiffness=0.1 "
+                        "(repeatable; default: the paper's weights for the model)")
+    p.add_argument("--limit-train", type=_nonneg_int, default=None,
+                   help="train on the first N images of a fixed shuffled order; 0 = all (default: family)")
+    p.add_argument("--limit-test", type=_nonneg_int, default=None,
+                   help="test on the first N images of a fixed shuffled order; 0 = all (default: family)")
+    p.add_argument("--eval-batch-size", type=_positive_int, default=1000, help="test batch size (default: 1000)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--data-dir", default=None,
+                   help=f"folder holding MNIST/raw (default: ${_data.ENV_VAR}, else ./data)")
+    p.add_argument("--download", action="store_true", help="download MNIST into --data-dir if missing (needs internet)")
+    p.add_argument("--out", default="runs/mnist", help="folder for the result JSON (default: runs/mnist)")
+    p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
+    p.add_argument("--run-name", default=None, help="file stem of the JSON and checkpoint (default: <model>_seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
+    p.add_argument("--stop-after-epoch", type=_positive_int, default=None,
+                   help="stop after this epoch with a checkpoint, as if interrupted; continue with --resume (default: off)")
+    p.add_argument("--threads", type=_nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show the progress bar (default: only on a terminal, not under CI)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    return p
+
+
+def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MNISTConfig:
+    registry = registry or Registry.discover()
+    parser = build_parser(registry)
+    args = parser.parse_args(argv)
+    family = registry.entries[args.model][0]
+    preset = family.small if args.preset == "small" else family.paper
+    values = {}
+    for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "lr_decay", "limit_train", "limit_test"):
+        given = getattr(args, key)
+        values[key] = preset[key] if given is None else given
+    for key in ("limit_train", "limit_test"):
+        if values[key] == 0:
+            values[key] = None
+    if family.name != "deq" and (args.solver != "continuous" or args.jacobian_reg):
+        parser.error(f"--solver and --jacobian-reg apply to DEQ models only, not --model {args.model}")
+    if values["optimizer"] == "adam" and args.momentum not in (None, 0.0):
+        parser.error("--momentum applies to --optimizer sgd only")
+    try:
+        family.tolerance(args.rtol, args.atol)
+    except ValueError as e:
+        parser.error(str(e))
+    return MNISTConfig(
+        model=args.model, preset=args.preset, **values, weight_decay=args.weight_decay, rtol=args.rtol, atol=args.atol,
+        solver=args.solver, jacobian_reg=args.jacobian_reg, reg_weights=tuple(args.reg_weight),
+        eval_batch_size=args.eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
+        download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
+        resume=args.resume, stop_after_epoch=args.stop_after_epoch, threads=args.threads, progress=args.progress,
+    )
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _weights(config: MNISTConfig, family: Family) -> dict[str, WeightSchedule]:
+    weights = family.weights(config.model, config)
+    for name, value in config.reg_weights:
+        weights[name] = Constant(value=value)
+    return weights
+
+
+def _optimizer(config: MNISTConfig, params) -> tuple[torch.optim.Optimizer, Any]:
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _trainer.InverseDecay(decay=config.lr_decay)) if config.lr_decay > 0 else None
+    return opt, sched
+
+
+def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
+    """Train as ``config`` says; return the run record (see ``train._results``)."""
+    registry = registry or Registry.discover()
+    if config.model not in registry.entries:
+        raise ValueError(f"model must be one of {list(registry.entries)}, got {config.model!r}")
+    family, builder, paper = registry.entries[config.model]
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    ctx = _distributed.setup(config.device)
+    try:
+        if config.batch_size % ctx.world_size:
+            raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
+        if config.download and ctx.distributed:  # one process downloads, the others wait for it
+            if ctx.is_main:
+                _data.load("mnist", config.data_dir, train=True, download=True)
+            _distributed.barrier(ctx)
+        train = _data.load("mnist", config.data_dir, train=True, download=config.download, limit=config.limit_train)
+        test = _data.load("mnist", config.data_dir, train=False, download=config.download, limit=config.limit_test)
+        _seed_everything(config.seed)
+        options = {**family.tolerance(config.rtol, config.atol), **family.extra_options(config)}
+        model = builder(**options).to(ctx.device)
+        optimizer, scheduler = _optimizer(config, model.parameters())
+        say = print if ctx.is_main else (lambda *_a, **_k: None)
+        say(f"{SCRIPT}: {config.model} ({family.description}); train: {train.description}; test: {test.description}; "
+            f"{config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr:g}"
+            + (f" momentum {config.momentum:g}" if config.optimizer == "sgd" else "")
+            + (f" inverse decay {config.lr_decay:g}" if config.lr_decay else "")
+            + f", seed {config.seed}, {ctx.world_size} process(es) on {ctx.device}, {torch.get_num_threads()} thread(s) each",
+            flush=True)
+        weights = _weights(config, family)
+        record = _trainer.fit(
+            model=model, optimizer=optimizer, scheduler=scheduler, train_data=train, test_data=test,
+            loop=_trainer.LoopConfig(
+                batch_size=config.batch_size // ctx.world_size, epochs=config.epochs,
+                eval_batch_size=config.eval_batch_size, seed=config.seed, progress=config.progress,
+                stop_after_round=config.stop_after_epoch,
+            ),
+            weights=weights, ctx=ctx, out_dir=config.out,
+            run=_trainer.RunInfo(name=config.name, script=SCRIPT, model=config.model, baseline=family.baseline,
+                                 paper=paper,
+                                 notes="" if config.preset == "paper" else "small preset/subset run, not the paper's schedule"),
+            config=config, resume=config.resume, resume_ignore=RESUME_IGNORES, checkpoint_dir=config.checkpoint_dir,
+            log=lambda m: print(m, flush=True),
+        )
+        if ctx.is_main:
+            print(_final_message(config, record, train, test), flush=True)
+        return record
+    finally:
+        _distributed.teardown(ctx)
+
+
+def _final_message(config: MNISTConfig, record: dict, train, test) -> str:
+    s = record["summary"]
+    if not record["complete"]:
+        return f"stopped at epoch {s.get('epochs', 0):g} of {config.epochs}; results so far in {record['paths']['json']}"
+    lines = [
+        f"{config.model}: test accuracy {s['test_acc']:.2f}% on {test.description}; train accuracy {s['train_acc']:.2f}% "
+        f"(running, over the last epoch); test NFE {s['test_nfe']:.1f} per batch of {config.eval_batch_size}; "
+        f"prediction {s['predict_s_per_batch']:.3f} s/batch; training {s['train_time_s']:.1f} s.",
+        f"Trained {s['epochs']:g} epochs on {train.description}.",
+    ]
+    if config.preset != "paper" or config.limit_train or config.limit_test:
+        lines.append("This is a small run, not the paper's experiment (all 60,000 images, the paper's epochs): "
+                     "expect lower accuracy; use --preset paper for the full schedule.")
+    lines.append(f"Record: {record['paths']['json']}  (table and plots: python -m train.report {config.out})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    registry = Registry.discover()
+    config = parse_config(argv, registry)
+    try:
+        run(config, registry=registry)
+    except _data.DataNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
