@@ -1,0 +1,207 @@
+"""`python -m train.mnist` and the MNIST NODE zoo (models.mnist_node) on a few hundred real images."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from models.mnist_node import BUILDERS, REGULARIZERS, VARIANTS, MNISTNODEConfig, ODEFunc
+from train import _checkpoint, mnist
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_mnist = pytest.mark.skipif(
+    not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file(),
+    reason=f"real MNIST not found beside the checkout in {DATA}",
+)
+TINY = ["--data-dir", str(DATA), "--limit-train", "128", "--limit-test", "100", "--batch-size", "64",
+        "--eval-batch-size", "50", "--no-progress"]
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+def test_odefunc_is_the_papers_f():
+    torch.manual_seed(0)
+    f = ODEFunc(6, 4)
+    z, t = torch.randn(3, 6), torch.tensor(0.3)
+    w1, b1, w2, b2 = f.l1.weight, f.l1.bias, f.l2.weight, f.l2.bias
+    # tanh(W2 [tanh(W1 [z; t]); t]) with the time column written out by hand
+    h = torch.tanh(z @ w1[:, :6].T + 0.3 * w1[:, 6] + b1)
+    expect = torch.tanh(h @ w2[:, :4].T + 0.3 * w2[:, 4] + b2)
+    torch.testing.assert_close(f(t, z), expect)
+
+
+def test_node_solution_matches_scipy():
+    torch.manual_seed(0)
+    model = BUILDERS["node"]().double().eval()
+    x = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+        f = model.ode.f
+
+        def rhs(t, z):
+            return f(torch.tensor(t, dtype=torch.float64), torch.from_numpy(z).view(1, -1)).view(-1).numpy()
+
+        for i in range(2):
+            ref = solve_ivp(rhs, (0.0, 1.0), x[i].view(-1).numpy(), method="DOP853", rtol=1e-10, atol=1e-10).y[:, -1]
+            logits = model.readout(torch.from_numpy(ref))
+            # rtol = atol = 1e-5 per step; the global error stays well inside 1e-3
+            torch.testing.assert_close(out.logits[i], logits, atol=1e-3, rtol=1e-3)
+    assert out.nfe_forward > 0 and out.stats.outcome.ok
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_reports_its_regularizers_and_trains(variant):
+    torch.manual_seed(0)
+    model = BUILDERS[variant]()
+    x = torch.randn(8, 1, 28, 28)
+    out = model(x)
+    assert set(out.regularizers) == set(REGULARIZERS[variant])
+    assert out.logits.shape == (8, 10) and out.nfe_forward >= 7
+    loss = out.logits.logsumexp(1).mean() + sum(out.regularizers.values())
+    loss.backward()
+    assert out.stats.nfe_backward > 0
+    for name in out.regularizers:
+        assert out.regularizers[name].requires_grad and float(out.regularizers[name].detach()) >= 0
+    assert all(p.grad is not None for p in model.ode.f.parameters())
+    model.eval()
+    with torch.no_grad():
+        ev = model(x)
+    assert ev.stats.t_final == 1.0  # STEER only perturbs the end time in training
+    if variant == "taynode":
+        assert ev.stats.reg_taylor is None  # eval solves the plain ODE, as the test NFE should
+
+
+def test_steer_draws_end_times_in_training():
+    torch.manual_seed(0)
+    model = BUILDERS["steer"]()
+    ends = {model(torch.randn(2, 784)).stats.t_final for _ in range(4)}
+    assert len(ends) == 4 and all(0.5 <= e <= 1.5 for e in ends)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        MNISTNODEConfig(variant="rnode")
+    with pytest.raises(ValueError, match=r"rtol must be a number in \(0, 1\), got 0"):
+        MNISTNODEConfig(rtol=0)
+    with pytest.raises(ValueError, match=r"images must have shape \(batch, 1, 28, 28\)"):
+        BUILDERS["node"]()(torch.randn(2, 3, 8, 8))
+
+
+# --- the script -----------------------------------------------------------------------------------
+
+
+def test_registry_and_weights():
+    registry = mnist.Registry.discover()
+    assert list(registry.entries)[: len(VARIANTS)] == list(VARIANTS)
+    config = mnist.parse_config(["--model", "ernode"], registry)
+    weights = mnist._weights(config, registry.entries["ernode"][0])
+    # λ_E annealed exponentially 100 -> 10 over training
+    assert weights["error"](0.0) == 100.0 and abs(weights["error"](1.0) - 10.0) < 1e-12
+    config = mnist.parse_config(["--model", "sr+er", "--reg-weight", "stiffness=0.5"], registry)
+    weights = mnist._weights(config, registry.entries["sr+er"][0])
+    assert weights["stiffness"](0.3) == 0.5 and set(weights) == {"error", "stiffness"}
+
+
+def test_presets_and_explicit_options():
+    small = mnist.parse_config([])
+    assert (small.epochs, small.batch_size, small.limit_train, small.optimizer) == (2, 128, 10_000, "sgd")
+    paper = mnist.parse_config(["--preset", "paper", "--lr", "0.05"])
+    assert (paper.epochs, paper.batch_size, paper.limit_train, paper.lr_decay, paper.momentum, paper.lr) == (75, 512, None, 1e-5, 0.9, 0.05)
+    assert mnist.parse_config(["--limit-train", "0"]).limit_train is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "rnode"], r"argument --model: invalid choice: 'rnode'"),
+        (["--epochs", "0"], r"argument --epochs: expected a positive integer, got 0"),
+        (["--lr", "-0.1"], r"argument --lr: expected a number in \(0, 10\], got -0.1"),
+        (["--momentum", "1.5"], r"argument --momentum: expected a number in \[0, 0.999\], got 1.5"),
+        (["--rtol", "abc"], r"argument --rtol: expected a number, got 'abc'"),
+        (["--reg-weight", "error"], r"expected NAME=VALUE such as error=50, got 'error'"),
+        (["--optimizer", "lbfgs"], r"argument --optimizer: invalid choice: 'lbfgs'"),
+        (["--solver", "newton"], r"--solver and --jacobian-reg apply to DEQ models only"),
+        (["--device", "tpu"], r"argument --device: invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_options_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        mnist.main(argv)
+    assert info.value.code == 2
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match=r"MNIST not found in data folder .*nowhere.*train-images-idx3-ubyte"):
+        mnist.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+
+
+@needs_mnist
+def test_one_epoch_writes_a_valid_record(tmp_path, capsys):
+    assert mnist.main(TINY + ["--epochs", "1", "--out", str(tmp_path), "--model", "ernode"]) == 0
+    rec = json.loads((tmp_path / "ernode_seed0.json").read_text())
+    assert rec["complete"] and rec["model"] == "ernode" and rec["baseline"] == "node"
+    assert rec["config"]["limit_train"] == 128 and rec["data"]["train_items"] == 128
+    assert rec["paper"] == {"test_acc": 97.32, "test_nfe": 177.0}
+    (row,) = rec["history"]
+    assert row["test_items"] == 100 and row["step"] == 2
+    assert row["nfe_forward"] >= 7 and row["nfe_backward"] > 0 and row["test_nfe"] >= 7
+    assert row["regularizers"]["error"] > 0 and row["weights"]["error"] > 10.0
+    assert {"R_E", "R_S", "accepted", "rejected"} <= set(row["metrics"])
+    out = capsys.readouterr().out
+    assert "subset of 128 of 60000" in out and "This is a small run" in out
+    assert (tmp_path / "checkpoints" / "ernode_seed0.pt").is_file()
+
+
+@needs_mnist
+def test_resume_equals_uninterrupted(tmp_path):
+    # steer+er: STEER draws end times from the RNG and λ_E follows a schedule, so both the RNG
+    # restore and the schedule's progress are exercised.
+    common = TINY + ["--model", "steer+er", "--epochs", "2"]
+    mnist.main(common + ["--out", str(tmp_path / "full")])
+    mnist.main(common + ["--out", str(tmp_path / "part"), "--stop-after-epoch", "1"])
+    part = json.loads((tmp_path / "part" / "steer+er_seed0.json").read_text())
+    assert not part["complete"] and len(part["history"]) == 1
+    mnist.main(common + ["--out", str(tmp_path / "part"), "--resume"])
+    a = json.loads((tmp_path / "full" / "steer+er_seed0.json").read_text())
+    b = json.loads((tmp_path / "part" / "steer+er_seed0.json").read_text())
+    keys = ("train_loss", "train_acc", "test_acc", "test_loss", "nfe_forward", "nfe_backward", "test_nfe", "regularizers", "lr")
+    assert [{k: h[k] for k in keys} for h in a["history"]] == [{k: h[k] for k in keys} for h in b["history"]]
+    pa = _checkpoint.load_checkpoint(tmp_path / "full" / "checkpoints" / "steer+er_seed0.pt")["model"]
+    pb = _checkpoint.load_checkpoint(tmp_path / "part" / "checkpoints" / "steer+er_seed0.pt")["model"]
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+@needs_mnist
+def test_resume_with_other_options_names_the_difference(tmp_path):
+    mnist.main(TINY + ["--epochs", "1", "--out", str(tmp_path), "--limit-train", "64"])
+    with pytest.raises(_checkpoint.ConfigMismatchError, match=r"lr: checkpoint 0\.1 vs now 0\.05"):
+        mnist.main(TINY + ["--epochs", "1", "--out", str(tmp_path), "--limit-train", "64", "--lr", "0.05", "--resume"])
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_two_processes_under_torchrun(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train.mnist",
+         *TINY, "--epochs", "1", "--threads", "1", "--model", "srnode", "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "srnode_seed0.json").read_text())
+    assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 32
+    assert rec["history"][0]["test_items"] == 100 and rec["history"][0]["regularizers"]["stiffness"] > 0
+    assert proc.stdout.count("test accuracy") == 1  # only rank 0 prints
