@@ -42,10 +42,11 @@ class Anderson(RootSolver):
         mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
         B, m = z0.shape[0], self.m
         d = z0[0].numel()
-        X = z0.new_zeros(B, m, d)
-        Fb = z0.new_zeros(B, m, d)
-        G = z0.new_zeros(B, m, d)
-        gram = z0.new_zeros(B, m, m)
+        # only slots already written are ever read, so no zero fill
+        X = z0.new_empty(B, m, d)
+        Fb = z0.new_empty(B, m, d)
+        G = z0.new_empty(B, m, d)
+        gram = z0.new_empty(B, m, m)
         eye = torch.eye(m + 1, dtype=z0.dtype, device=z0.device)
         z = z0
         fz = ev(z)

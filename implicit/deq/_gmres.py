@@ -35,11 +35,14 @@ def gmres(
     abs_tol: float,
     restart: int,
     max_iter: int,
+    give_up_below: float | None = None,
 ) -> tuple[Tensor, KrylovStats]:
     """Solve A x = b per sample, from x = 0, until ‖b − Ax‖ ≤ max(tol·‖b‖, abs_tol).
 
     ``matvec`` maps a tensor of b's shape to A times it (per sample). ``tol`` may be a
     per-sample (B,) tensor. ``max_iter`` bounds the total Arnoldi steps over all restarts.
+    With ``give_up_below`` a sample stops after any restart cycle that shrank its residual by
+    less than that factor (a stalled Krylov solve; the caller sees it in ``converged``).
     """
     B = b.shape[0]
     shape = b.shape
@@ -57,13 +60,14 @@ def gmres(
     n_mv = 0
     its = 0
     res = bn
+    alive = torch.ones_like(bn, dtype=torch.bool)
     while True:
-        active = beta > target
+        active = (beta > target) & alive
         if not bool(active.any()) or its >= max_iter:
             res = beta
             break
         m = min(restart, max_iter - its)
-        V = bf.new_zeros(B, m + 1, bf.shape[1])
+        V = bf.new_empty(B, m + 1, bf.shape[1])  # every column is written before it is read
         H = bf.new_zeros(B, m + 1, m)
         nvec = bf.new_zeros(B, m + 1)
         nvec[:, 0] = 1
@@ -103,7 +107,9 @@ def gmres(
         y = torch.linalg.solve_triangular(R, rhs.unsqueeze(-1), upper=True).squeeze(-1)
         dx = torch.bmm(y.unsqueeze(1), V[:, :k]).squeeze(1)
         x = x + torch.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
-        if not bool((res > target).any()) or its >= max_iter:
+        if give_up_below is not None:
+            alive = alive & (res <= give_up_below * beta)
+        if not bool(((res > target) & alive).any()) or its >= max_iter:
             break
         r = bf - A(x)
         n_mv += 1

@@ -59,7 +59,9 @@ class NewtonKrylov(RootSolver):
 
     The GMRES tolerance (forcing term) is min(``gmres_tol``, current relative residual) per
     sample, which gives superlinear convergence near the root. ``gmres_restart`` is the Krylov
-    dimension per cycle, ``gmres_max_iter`` the JVP budget per Newton step. With
+    dimension per cycle, ``gmres_max_iter`` the JVP budget per Newton step; a sample whose
+    cycle did not halve its linear residual stops there and, if its linear residual is still
+    above 0.5, steps along f(z) − z (fixed-point direction) instead of the Newton direction. With
     ``line_search`` each sample backtracks (halving, up to ``max_backtracks`` times) until
     ‖f(z) − z‖ drops by the Armijo factor (1 − 1e-4·step); a non-finite trial also backtracks.
     """
@@ -68,8 +70,8 @@ class NewtonKrylov(RootSolver):
     abs_tol: float = 1e-8
     max_iter: int = 30
     gmres_tol: float = 0.1
-    gmres_restart: int = 20
-    gmres_max_iter: int = 40
+    gmres_restart: int = 10
+    gmres_max_iter: int = 30
     line_search: bool = True
     max_backtracks: int = 6
 
@@ -100,14 +102,19 @@ class NewtonKrylov(RootSolver):
                 break
             r = torch.where(bview(conv, z), torch.zeros_like(z), fz - z)
             jvp = lin.jvp
-            step, _ = gmres(
+            step, kst = gmres(
                 lambda v: v - jvp(v),
                 r,
                 tol=rel.clamp(max=self.gmres_tol),
                 abs_tol=0.0,
                 restart=self.gmres_restart,
                 max_iter=self.gmres_max_iter,
+                give_up_below=0.5,
             )
+            # Where the Krylov solve stalled (e.g. GroupNorm at z = 0, whose Jacobian blows up)
+            # the Newton direction is unreliable: take the fixed-point direction f(z) − z instead.
+            stalled = kst.residual > 0.5
+            step = torch.where(bview(stalled, z), r, step)
             z, lin = self._line_search(ev, z, step, norms(fz - z), conv)
             fz = lin.fz
             n_iter += 1
