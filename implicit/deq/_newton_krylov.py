@@ -57,8 +57,9 @@ class _Linearization:
 class NewtonKrylov(RootSolver):
     """Inexact Newton on g(z) = f(z) − z, each step solving (I − ∂f/∂z) Δ = f(z) − z by GMRES.
 
-    The GMRES tolerance (forcing term) is min(``gmres_tol``, current relative residual) per
-    sample, which gives superlinear convergence near the root. ``gmres_restart`` is the Krylov
+    The GMRES tolerance (forcing term) is min(``gmres_tol``, √(relative residual)) per sample:
+    it tends to 0 with the residual, so convergence near the root is superlinear (order 1.5),
+    while early, far-from-root steps spend few JVPs. ``gmres_restart`` is the Krylov
     dimension per cycle, ``gmres_max_iter`` the JVP budget per Newton step; a sample whose
     cycle did not halve its linear residual stops there and, if its linear residual is still
     above 0.5, steps along f(z) − z (fixed-point direction) instead of the Newton direction. With
@@ -105,7 +106,7 @@ class NewtonKrylov(RootSolver):
             step, kst = gmres(
                 lambda v: v - jvp(v),
                 r,
-                tol=rel.clamp(max=self.gmres_tol),
+                tol=rel.sqrt().clamp(max=self.gmres_tol),
                 abs_tol=0.0,
                 restart=self.gmres_restart,
                 max_iter=self.gmres_max_iter,
