@@ -286,3 +286,162 @@ class MDEQHead(nn.Module):
         y = self.final(y)
         return self.classifier(y.mean(dim=(2, 3)))
 
+
+
+# --- whole classifiers ---------------------------------------------------------------------
+
+CIFAR_VARIANTS = ("deq", "skipdeq", "skipregdeq", "node")
+# "discrete" is limited-memory Broyden, the papers' discrete CIFAR solver (MDEQ, DEQ.jl);
+# "newton" is our Newton-Krylov, "continuous" the steady-state ODE solve (Tsit5).
+CIFAR_SOLVERS = ("discrete", "newton", "continuous")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CIFARModelConfig:
+    """Which CIFAR-10 model to build and how its implicit layer is solved.
+
+    Paper settings: continuous solve to reltol = abstol = 0.05 on the relative residual,
+    discrete (Broyden) solve to the same tolerance within ``max_iter`` = 18 iterations (MDEQ's
+    forward threshold), backward GMRES to tol 0.05 with at most 20 iterations.
+    ``pretrain_depth`` is the number of f applications of the fixed-depth (unrolled) network
+    used during pre-training steps. ``node`` integrates dz/dt = f(z, x) over [0, 1] from z = 0.
+    """
+
+    variant: str = "skipdeq"
+    solver: str = "discrete"
+    tol: float = 0.05
+    max_iter: int = 18
+    newton_gmres_iter: int = 6
+    backward_tol: float = 0.05
+    backward_max_iter: int = 20
+    pretrain_depth: int = 5
+    node_rtol: float = 0.05
+    node_atol: float = 0.05
+    node_max_steps: int = 100
+    mdeq: MDEQConfig = MDEQ_SMALL
+
+    def __post_init__(self):
+        if self.variant not in CIFAR_VARIANTS:
+            raise ValueError(f"variant must be one of {CIFAR_VARIANTS}, got {self.variant!r}")
+        if self.solver not in CIFAR_SOLVERS:
+            raise ValueError(f"solver must be one of {CIFAR_SOLVERS}, got {self.solver!r}")
+        if not (isinstance(self.pretrain_depth, int) and self.pretrain_depth >= 1):
+            raise ValueError(f"pretrain_depth must be an int >= 1, got {self.pretrain_depth!r}")
+        if not (self.tol > 0 and self.backward_tol > 0):
+            raise ValueError(f"tol and backward_tol must be positive, got {self.tol!r}, {self.backward_tol!r}")
+
+
+class MDEQClassifier(nn.Module):
+    """Stem -> implicit layer (DEQ of :class:`MDEQCell`, or a neural ODE of it) -> head.
+
+    ``forward(images)`` solves the equilibrium; ``forward(images, unrolled=True)`` instead
+    applies f ``pretrain_depth`` times from the variant's starting point with plain backprop
+    (the fixed-depth pre-training of MDEQ), reporting the same regularizer names.
+    """
+
+    def __init__(self, config: CIFARModelConfig = CIFARModelConfig()):
+        super().__init__()
+        self.config = config
+        self.stem = MDEQStem(config.mdeq)
+        self.cell = MDEQCell(config.mdeq)
+        self.head = MDEQHead(config.mdeq)
+        self.skip = MDEQSkipNet(self.cell) if config.variant == "skipdeq" else None
+        # the neural ODE integrates the same f with a closure over x (see _node)
+        self.implicit = None if config.variant == "node" else _build_deq(self.cell, self.skip, config)
+
+    def forward(self, images: torch.Tensor, *, unrolled: bool = False):
+        from models._base import ZooOutput
+
+        c = self.config.mdeq
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c.in_channels, c.resolution, c.resolution):
+            raise ValueError(
+                f"images must have shape (batch, {c.in_channels}, {c.resolution}, {c.resolution}), "
+                f"got {tuple(images.shape)}"
+            )
+        x = self.cell.make_input(self.stem(images))
+        if unrolled:
+            z, regs, nfe, stats, metrics = self._unrolled(x)
+        elif self.config.variant == "node":
+            z, stats = self._node(x)
+            regs, nfe, metrics = {}, int(stats.nfe_forward), {"steps": float(stats.n_accepted)}
+        else:
+            z, stats = self.implicit(x, z_shape=(self.cell.layout.size,))
+            regs, nfe, metrics = _deq_regularizers(stats), int(stats.nfe_forward), _deq_metrics(stats)
+        logits = self.head(self.cell.layout.unpack(z))
+        return ZooOutput(logits=logits, regularizers=regs, nfe_forward=nfe, stats=stats, metrics=metrics)
+
+    def _node(self, x):
+        from implicit.ode import Tsit5, odeint
+
+        cfg = self.config
+        z0 = x.new_zeros(x.shape[0], self.cell.layout.size)
+        t = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
+        sol = odeint(lambda t, z: self.cell(z, x), z0, t, solver=Tsit5(), rtol=cfg.node_rtol,
+                     atol=cfg.node_atol, max_steps=cfg.node_max_steps, throw=False, record=False)
+        return sol.ys[-1], sol.stats
+
+    def _unrolled(self, x):
+        depth = self.config.pretrain_depth
+        z0 = None
+        if self.skip is not None:
+            z0 = self.skip(x)
+            z = z0
+        else:
+            z = x.new_zeros(x.shape[0], self.cell.layout.size)
+        fz0 = None
+        for k in range(depth):
+            z = self.cell(z, x)
+            if k == 0:
+                fz0 = z
+        regs = {}
+        if self.config.variant == "skipdeq":
+            regs["skip"] = (z - z0).abs().mean()
+        elif self.config.variant == "skipregdeq":
+            regs["skip"] = (z - fz0).abs().mean()
+        residual = _relative_residual(self.cell(z, x).detach(), z.detach())
+        return z, regs, depth, None, {"residual": residual}
+
+
+def _relative_residual(fz: torch.Tensor, z: torch.Tensor) -> float:
+    num = (fz - z).flatten(1).norm(dim=1)
+    den = fz.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return float((num / den).max())
+
+
+def _deq_regularizers(stats) -> dict:
+    regs = {}
+    if getattr(stats, "skip_loss", None) is not None:
+        regs["skip"] = stats.skip_loss
+    if getattr(stats, "jacobian_loss", None) is not None:
+        regs["jacobian"] = stats.jacobian_loss
+    return regs
+
+
+def _deq_metrics(stats) -> dict:
+    return {
+        "residual": float(stats.residual.max()),
+        "converged": float(stats.converged.float().mean()),
+        "n_iter": float(stats.n_iter),
+    }
+
+
+def _build_deq(cell: MDEQCell, skip: nn.Module | None, config: CIFARModelConfig):
+    from implicit.deq import DEQ, GMRES, Broyden, ImplicitBackward, NewtonKrylov, SkipInit, SkipRegInit, ZeroInit
+
+    if config.solver == "continuous":
+        from implicit.deq import SteadyState
+
+        solver = SteadyState(rtol=config.tol, atol=config.tol, max_steps=config.max_iter)
+    elif config.solver == "newton":
+        k = config.newton_gmres_iter
+        solver = NewtonKrylov(tol=config.tol, max_iter=config.max_iter, gmres_max_iter=k, gmres_restart=k)
+    else:
+        solver = Broyden(tol=config.tol, max_iter=config.max_iter)
+    init = {"deq": ZeroInit(), "skipdeq": SkipInit(skip) if skip is not None else None,
+            "skipregdeq": SkipRegInit()}[config.variant]
+    backward = ImplicitBackward(solver=GMRES(tol=config.backward_tol, max_iter=config.backward_max_iter))
+    return DEQ(cell, solver=solver, backward=backward, init=init)
+
+
+def build_cifar_model(config: CIFARModelConfig) -> MDEQClassifier:
+    return MDEQClassifier(config)
