@@ -387,3 +387,13 @@ def test_write_report_and_cli(tmp_path, capsys):
 def test_json_record_is_strict_json(tmp_path):
     _results.write_json(tmp_path / "r.json", {"a": float("nan"), "p": Path("x/y"), "t": (1, 2)})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "p": "x/y", "t": [1, 2]}
+
+
+def test_median_table_over_seeds():
+    runs = [_record("node", nfe=n, acc=97.0, predict=0.03, train_time=60.0, seed=s) for s, n in enumerate((150.0, 170.0, 400.0))]
+    runs += [_record("ernode", nfe=n, acc=96.0, predict=0.02, train_time=50.0, seed=s) for s, n in enumerate((100.0, 90.0))]
+    table = _results.median_table(runs, order=["node", "ernode"])
+    node, ern = [line.split("|") for line in table.splitlines()[2:]]
+    assert node[1].strip() == "node" and node[2].strip() == "3 (0, 1, 2)" and node[7].strip() == "170.0"
+    assert ern[7].strip() == "95.0" and ern[8].strip() == f"{170 / 95:.2f}"
+    assert _results.median_table(runs[:1] + runs[3:4]) == ""
