@@ -93,6 +93,7 @@ class CIFARConfig:
     backward_max_iter: int
     pretrain_depth: int = 5
     dropout: float = 0.2
+    width: int = 24
     augment: bool = False
     limit_train: int | None
     limit_test: int | None
@@ -134,7 +135,8 @@ class CIFARConfig:
         return CIFARModelConfig(
             variant=self.model, solver=self.solver, tol=self.tol, max_iter=self.max_iter,
             backward_tol=self.tol, backward_max_iter=self.backward_max_iter, pretrain_depth=self.pretrain_depth,
-            node_rtol=self.tol, node_atol=self.tol, mdeq=dataclasses.replace(MDEQ_SMALL, dropout=self.dropout),
+            node_rtol=self.tol, node_atol=self.tol,
+            mdeq=dataclasses.replace(MDEQ_SMALL, dropout=self.dropout, channels=(self.width, self.width)),
         )
 
 
@@ -243,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backward GMRES iterations at most (default: preset)")
     p.add_argument("--pretrain-depth", type=_positive_int, default=5, help="f applications when pre-training (default: 5)")
     p.add_argument("--dropout", type=_nonneg_float, default=0.2, help="variational dropout rate (default: 0.2)")
+    p.add_argument("--width", type=_positive_int, default=24,
+                   help="channels of both branches, a multiple of 8 (default: 24, MDEQ-small)")
     p.add_argument("--augment", action="store_true", help="random crop + horizontal flip")
     p.add_argument("--limit-train", type=_nonneg_int, default=None,
                    help="train on the first N images of a fixed shuffled order; 0 = all (default: preset)")
@@ -288,10 +292,12 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
         parser.error(f"--pretrain-steps ({values['pretrain_steps']}) must not exceed --steps ({values['steps']})")
     if not args.dropout < 1:
         parser.error(f"--dropout must be below 1, got {args.dropout}")
+    if args.width % 8:
+        parser.error(f"--width must be a multiple of 8 (GroupNorm with 8 groups), got {args.width}")
     return CIFARConfig(
         model=args.model, solver=args.solver, preset=args.preset, **values, lr=args.lr, lr_min=args.lr_min,
         weight_decay=args.weight_decay, lambda_skip=args.lambda_skip, tol=args.tol,
-        pretrain_depth=args.pretrain_depth, dropout=args.dropout, augment=args.augment,
+        pretrain_depth=args.pretrain_depth, dropout=args.dropout, width=args.width, augment=args.augment,
         timing_repeats=args.timing_repeats, seed=args.seed, device=args.device, data_dir=args.data_dir,
         download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
         resume=args.resume, stop_after_round=args.stop_after_round, threads=args.threads, progress=args.progress,
@@ -383,7 +389,8 @@ def run(config: CIFARConfig) -> dict:
         weights = {"skip": Constant(value=config.lambda_skip)} if config.model in ("skipdeq", "skipregdeq") else {}
         say = print if ctx.is_main else (lambda *_a, **_k: None)
         solver = "" if config.model == "node" else f", {config.solver} solve (≤ {config.max_iter} iterations)"
-        say(f"{SCRIPT}: {config.model} MDEQ-small ({count_parameters(net):,} parameters){solver}, tol {config.tol:g}, "
+        size = "MDEQ-small" if config.width == 24 else f"MDEQ (width {config.width})"
+        say(f"{SCRIPT}: {config.model} {size} ({count_parameters(net):,} parameters){solver}, tol {config.tol:g}, "
             f"backward GMRES ≤ {config.backward_max_iter}; train: {train.description}; test: {test.description}; "
             f"{config.steps} steps ({config.pretrain_steps} pre-training) of batch {config.batch_size}, Adam lr "
             f"{config.lr:g} cosine to {config.lr_min:g}, wd {config.weight_decay:g}, seed {config.seed}, "

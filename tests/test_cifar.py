@@ -1,0 +1,145 @@
+"""train.cifar: every variant trains a few steps on a tiny slice and writes a valid record;
+pre-training switches at the right step; --resume equals an uninterrupted run; CLI errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from train import cifar
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "cifar10.npz").is_file(), reason="cifar10.npz not available")
+
+# A narrow MDEQ (8 channels per branch) on 32x32 images keeps each step well under a second.
+TINY = ["--data-dir", str(DATA), "--width", "8", "--batch-size", "4", "--limit-train", "16", "--limit-test", "8",
+        "--eval-batch-size", "8", "--max-iter", "3", "--backward-max-iter", "3", "--timing-repeats", "1",
+        "--no-progress", "--threads", "1"]
+
+
+def _run(tmp_path, *extra):
+    config = cifar.parse_config([*TINY, "--out", str(tmp_path), *extra])
+    return config, cifar.run(config)
+
+
+@needs_data
+@pytest.mark.parametrize("model", [
+    # one variant in the default suite; the others take the same path through the script
+    pytest.param("deq", marks=pytest.mark.slow),
+    "skipdeq",
+    pytest.param("skipregdeq", marks=pytest.mark.slow),
+    pytest.param("node", marks=pytest.mark.slow),
+])
+def test_each_variant_trains_and_writes_a_valid_record(tmp_path, model):
+    config, record = _run(tmp_path, "--model", model, "--steps", "2", "--pretrain-steps", "1", "--eval-every", "1")
+    saved = json.loads(Path(record["paths"]["json"]).read_text())
+    assert saved["complete"] and saved["model"] == model and saved["script"] == "train.cifar"
+    assert saved["config"]["model"] == model and saved["seed"] == 0
+    hist = saved["history"]
+    assert [h["step"] for h in hist] == [1, 2]
+    # step 1 pre-trains the unrolled network: exactly pretrain_depth applications of f
+    assert hist[0]["nfe_forward"] == config.pretrain_depth
+    # step 2 solves: a DEQ spends at least one f call plus the output evaluation, and its
+    # backward runs GMRES; the neural ODE takes at least one Tsit5 step (6 stages)
+    assert hist[1]["nfe_forward"] >= (6 if model == "node" else 2)
+    if model != "node":
+        assert hist[1]["nfe_backward"] >= 1
+        assert 0.0 <= hist[1]["metrics"]["converged"] <= 1.0
+    if model in ("skipdeq", "skipregdeq"):
+        assert all(math.isfinite(h["regularizers"]["skip"]) and h["regularizers"]["skip"] >= 0 for h in hist)
+    else:
+        assert "skip" not in hist[1]["regularizers"]
+    s = saved["summary"]
+    assert 0.0 <= s["test_acc"] <= 100.0 and s["test_nfe"] > 0
+    assert s["train_s_per_batch"] >= s["backward_s_per_batch"] > 0
+    assert s["timing_batch_size"] == 4
+    assert s["parameters"] > 0
+    assert saved["data"]["train_items"] == 16 and saved["data"]["test_items"] == 8
+    assert "decoded from JPEG" in saved["notes"]
+
+
+@needs_data
+def test_resume_equals_uninterrupted(tmp_path):
+    common = ["--model", "skipdeq", "--steps", "3", "--pretrain-steps", "1", "--eval-every", "1", "--timing-repeats", "0"]
+    _, full = _run(tmp_path / "full", *common)
+    _, part = _run(tmp_path / "part", *common, "--stop-after-round", "2")
+    assert not part["complete"] and len(part["history"]) == 2
+    _, resumed = _run(tmp_path / "part", *common, "--resume")
+    assert resumed["complete"]
+    for a, b in zip(full["history"], resumed["history"]):
+        for key in ("train_loss", "test_acc", "test_loss", "nfe_forward", "nfe_backward"):
+            assert a[key] == b[key], key
+    sa = torch.load(full["paths"]["checkpoint"], map_location="cpu", weights_only=False)["model"]
+    sb = torch.load(resumed["paths"]["checkpoint"], map_location="cpu", weights_only=False)["model"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_cosine_schedule_ends_at_floor():
+    s = cifar.CosineToMin(total=100, floor=1e-3)
+    assert s(0) == 1.0
+    assert s(100) == pytest.approx(1e-3)
+    assert s(50) == pytest.approx((1 + 1e-3) / 2)
+    assert s(200) == pytest.approx(1e-3)  # held after the end
+
+
+def test_presets_and_overrides():
+    c = cifar.parse_config([])
+    assert (c.model, c.solver, c.preset) == ("skipdeq", "discrete", "cpu")
+    assert c.steps == cifar.PRESETS["cpu"]["steps"] and c.limit_test == cifar.PRESETS["cpu"]["limit_test"]
+    p = cifar.parse_config(["--preset", "paper", "--model", "deq"])
+    assert (p.steps, p.pretrain_steps, p.batch_size, p.lr, p.lr_min, p.weight_decay, p.lambda_skip) == (
+        20_000, 3000, 128, 1e-3, 1e-6, 2.5e-5, 0.01)
+    assert p.limit_test is None and p.name == "deq_discrete_seed0"
+    assert cifar.parse_config(["--model", "node"]).name == "node_seed0"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet"], "invalid choice: 'resnet'"),
+    (["--solver", "anderson"], "invalid choice: 'anderson'"),
+    (["--steps", "0"], "expected a positive integer, got 0"),
+    (["--steps", "5", "--pretrain-steps", "6"], "must not exceed --steps"),
+    (["--width", "12"], "multiple of 8"),
+    (["--tol", "2"], r"expected a number in \(0, 1\)"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_cli_errors_name_the_option(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        cifar.parse_config(argv)
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="model must be one of"):
+        cifar.CIFARConfig(model="resnet", steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1,
+                          limit_train=None, limit_test=None, eval_every=1, eval_batch_size=1)
+    with pytest.raises(TypeError):
+        cifar.CIFARConfig(steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1, limit_train=None,
+                          limit_test=None, eval_every=1, eval_batch_size=1, colour="red")
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="cifar10.npz|CIFAR"):
+        cifar.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path), "--no-progress"])
+
+
+@needs_data
+@pytest.mark.slow
+def test_two_process_torchrun(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+           "train.cifar", *TINY, "--out", str(tmp_path), "--steps", "2", "--pretrain-steps", "1", "--eval-every", "1",
+           "--model", "skipdeq"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((tmp_path / "skipdeq_discrete_seed0.json").read_text())
+    assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 2
