@@ -143,3 +143,32 @@ def test_two_process_torchrun(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rec = json.loads((tmp_path / "skipdeq_discrete_seed0.json").read_text())
     assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 2
+
+
+def _fake_record(model, solver, **summary):
+    return {"format": "implicit-run", "script": "train.cifar", "model": model, "seed": 0, "complete": True,
+            "config": {"solver": solver, "steps": 10, "batch_size": 4}, "data": {"test_items": 8},
+            "paper": cifar.PAPER.get((model, None if model == "node" else solver)),
+            "summary": summary, "history": [{"step": 10, "test_nfe": summary.get("test_nfe"), "test_acc": 10.0}]}
+
+
+def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
+    from train import _results
+
+    recs = [_fake_record("deq", "discrete", train_s_per_batch=3.0, predict_s_per_batch=1.0, test_nfe=12.0),
+            _fake_record("skipdeq", "discrete", train_s_per_batch=1.5, predict_s_per_batch=0.25, test_nfe=4.0),
+            _fake_record("deq", "continuous", train_s_per_batch=1.0),
+            _fake_record("skipdeq", "continuous", train_s_per_batch=2.0)]
+    for i, r in enumerate(recs):
+        _results.write_json(tmp_path / f"r{i}.json", r)
+    md, png = cifar.write_table(tmp_path)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in md.read_text().splitlines()
+            if line.startswith("| skipdeq") or line.startswith("| deq")}
+    disc = [c.strip() for c in rows[("skipdeq", "discrete")].split("|")]
+    cont = [c.strip() for c in rows[("skipdeq", "continuous")].split("|")]
+    # columns after model, solver and the 10 value columns: train, backward, predict, NFE ratios
+    assert disc[13].startswith("2.00") and disc[15].startswith("4.00")
+    # the paper's own ratio sits beside ours: 0.651 / 0.717 for discrete training
+    assert f"({0.651 / 0.717:.2f})" in disc[13]
+    assert cont[13].startswith("0.50")
+    assert "82.01" in rows[("skipdeq", "discrete")] and png.is_file()

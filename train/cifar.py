@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many evaluation rounds with a checkpoint, as if interrupted")
     p.add_argument("--threads", type=_nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
     p.add_argument("--report", action="store_true", help="write <out>/table.md and curves.png after the run")
+    p.add_argument("--table", default=None, metavar="DIR",
+                   help="only write DIR/table.md and DIR/curves.png (the papers' table shape) from the run "
+                        "records in DIR, then exit")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar (default: only on a terminal)")
@@ -427,7 +430,7 @@ def run(config: CIFARConfig) -> dict:
         if ctx.is_main:
             print(_final_message(config, record, train, test), flush=True)
             if config.report:
-                _results.write_report(config.out, order=model_names(), title="CIFAR-10 MDEQ-small")
+                write_table(config.out)
         return record
     finally:
         _distributed.teardown(ctx)
@@ -465,7 +468,123 @@ def _final_message(config: CIFARConfig, record: dict, train, test) -> str:
     return "\n".join(lines)
 
 
+# --- the papers' table ------------------------------------------------------------------------
+
+_TABLE_COLUMNS = (
+    ("parameters", "params", "{:,.0f}"),
+    ("steps", "steps", "{:g}"),
+    ("test_acc", "test acc %", "{:.2f}"),
+    ("test_nfe", "test NFE", "{:.1f}"),
+    ("timing_nfe_forward", "NFE fwd", "{:.1f}"),
+    ("timing_nfe_backward", "NFE bwd", "{:.1f}"),
+    ("train_s_per_batch", "train s/batch", "{:.3f}"),
+    ("backward_s_per_batch", "backward s/batch", "{:.3f}"),
+    ("predict_s_per_batch", "predict s/batch", "{:.3f}"),
+    ("train_time_s", "train time s", "{:.0f}"),
+)
+_TABLE_RATIOS = (("train_s_per_batch", "train"), ("backward_s_per_batch", "backward"),
+                 ("predict_s_per_batch", "predict"), ("timing_nfe_forward", "NFE fwd"))
+
+
+def _cell(value, spec):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return spec.format(value)
+
+
+def table_markdown(runs: list[dict]) -> str:
+    """Our CIFAR-10 numbers in the papers' shape, theirs in parentheses, and speed-up ratios
+    vanilla / variant (above 1: the variant is faster) between runs of the same solver and seed."""
+    runs = [r for r in runs if r.get("script") == SCRIPT]
+    rank = {m: i for i, m in enumerate(model_names())}
+    runs.sort(key=lambda r: (r["config"].get("solver", ""), rank.get(r.get("model"), 99), r.get("seed", 0)))
+    head = ["model", "solver", *[h for _, h, _ in _TABLE_COLUMNS], *[f"{h} ratio" for _, h in _TABLE_RATIOS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in runs:
+        s, paper, cfg = r.get("summary") or {}, r.get("paper") or {}, r["config"]
+        solver = "–" if r["model"] == "node" else cfg.get("solver")
+        base = next((o for o in runs if o["model"] == BASELINE and o["config"].get("solver") == cfg.get("solver")
+                     and o.get("seed") == r.get("seed")), None)
+        if r["model"] == "node":  # the neural ODE is compared with the discrete vanilla DEQ
+            base = next((o for o in runs if o["model"] == BASELINE and o.get("seed") == r.get("seed")), None)
+        cells = [r["model"] + ("" if r.get("complete") else " (incomplete)"), str(solver)]
+        for key, _, spec in _TABLE_COLUMNS:
+            cell = _cell(s.get(key), spec)
+            if paper.get(key) is not None:
+                cell += f" ({_cell(paper[key], spec)})"
+            cells.append(cell)
+        for key, _ in _TABLE_RATIOS:
+            b = (base or {}).get("summary", {}).get(key)
+            v = s.get(key)
+            cell = _cell(b / v if b and v else None, "{:.2f}")
+            pb = ((base or {}).get("paper") or {}).get(key)
+            if pb and paper.get(key):
+                cell += f" ({pb / paper[key]:.2f})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [
+        "",
+        "Parentheses: the paper's numbers (Pal et al. 2022, MDEQ-small, 20,000 steps of batch 128 on a GPU; "
+        "train s/batch is theirs on a GPU). NFE fwd/bwd and train/backward s/batch are the medians of "
+        "`timing_repeats` training steps on one fixed batch after training; predict s/batch is the median "
+        "test-batch forward; test NFE is per test batch. Ratios are vanilla DEQ / variant (above 1: the "
+        "variant is cheaper), within the same solver (node: against the discrete vanilla DEQ). CIFAR-10 is "
+        "decoded from JPEG here.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_table(folder) -> tuple:
+    """Write ``folder/table.md`` and ``folder/curves.png`` (NFE and accuracy against step per variant)."""
+    from pathlib import Path
+
+    from train._checkpoint import atomic_write_bytes
+
+    folder = Path(folder)
+    runs = [r for r in _results.load_runs(folder) if r.get("script") == SCRIPT]
+    if not runs:
+        raise ValueError(f"no train.cifar run records in {str(folder)!r}")
+    budgets = sorted({(r["config"]["steps"], r["config"]["batch_size"], r["data"]["test_items"]) for r in runs})
+    text = ("# CIFAR-10 MDEQ-small (train.cifar)\n\n"
+            f"Generated by `python -m train.cifar --table {folder}` from {len(runs)} run records. Budgets "
+            "(steps, batch, test images): " + ", ".join(str(b) for b in budgets) + ".\n\n" + table_markdown(runs))
+    md, png = folder / "table.md", folder / "curves.png"
+    atomic_write_bytes(md, text.encode())
+    _plot(runs, png)
+    return md, png
+
+
+def _plot(runs, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in runs:
+        hist = r.get("history") or []
+        label = r["model"] + ("" if r["model"] == "node" else f" ({r['config'].get('solver')})")
+        steps = [h["step"] for h in hist]
+        axes[0].plot(steps, [h.get("test_nfe") for h in hist], marker="o", label=label)
+        axes[1].plot(steps, [h.get("test_acc") for h in hist], marker="o", label=label)
+    axes[0].set(xlabel="step", ylabel="test NFE (forward, per batch)", title="Test NFE")
+    axes[1].set(xlabel="step", ylabel="test accuracy %", title="Test accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--table" in args:
+        folder = build_parser().parse_args(args).table
+        md, png = write_table(folder)
+        print(md.read_text())
+        print(f"wrote {md} and {png}")
+        return 0
     config = parse_config(argv)
     try:
         run(config)
