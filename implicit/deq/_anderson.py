@@ -7,7 +7,9 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish
+from implicit.deq._root import (
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, combine, finish, project,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -60,7 +62,7 @@ class Anderson(RootSolver):
             X[:, s] = z.reshape(B, d)
             Fb[:, s] = fz.reshape(B, d)
             G[:, s] = Fb[:, s] - X[:, s]
-            row = torch.bmm(G[:, :n], G[:, s].unsqueeze(-1)).squeeze(-1)  # (B, n)
+            row = project(G[:, :n], G[:, s])  # (B, n)
             gram[:, s, :n] = row
             gram[:, :n, s] = row
             if n == 1:
@@ -74,9 +76,9 @@ class Anderson(RootSolver):
                 A[:, 1:, 1:] = H + (self.lam * scale)[:, None, None] * eye[:n, :n]
                 rhs = z0.new_zeros(B, n + 1, 1)
                 rhs[:, 0] = 1
-                alpha = torch.linalg.solve(A, rhs)[:, 1:]  # (B, n, 1)
-                mixed_f = torch.bmm(alpha.transpose(1, 2), Fb[:, :n]).squeeze(1)
-                mixed_x = torch.bmm(alpha.transpose(1, 2), X[:, :n]).squeeze(1)
+                alpha = torch.linalg.solve(A, rhs)[:, 1:, 0]  # (B, n)
+                mixed_f = combine(alpha, Fb[:, :n])
+                mixed_x = combine(alpha, X[:, :n])
             new = mixed_f if self.beta == 1.0 else self.beta * mixed_f + (1 - self.beta) * mixed_x
             z = torch.where(bview(conv, z), z, new.reshape(z.shape))
             fz = ev(z)

