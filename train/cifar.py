@@ -9,7 +9,7 @@ with GMRES (tol 0.05).
 
 The default run (``--preset cpu``) is small enough for a laptop CPU (a few minutes): 40 steps of
 batch 32 (the first 15 pre-training the unrolled, fixed-depth network), forward/backward solves
-capped at 10 iterations, tested on a fixed 1,000-image subset of the test set. It says so in its
+capped at 10 iterations, tested on a fixed 500-image subset of the test set. It says so in its
 output. ``--preset paper`` is the papers' schedule for GPU users: Adam 1e-3 with cosine decay to
 1e-6, weight decay 2.5e-5, batch 128, 20,000 steps of which 3,000 pre-train, forward ≤ 18
 iterations, backward GMRES ≤ 20, λ_skip 0.01, the whole test set.
@@ -62,7 +62,7 @@ PAPER = {
 PRESETS = {
     # a few minutes on a 2-core CPU
     "cpu": {"steps": 40, "pretrain_steps": 15, "batch_size": 32, "max_iter": 10, "backward_max_iter": 10,
-            "limit_train": None, "limit_test": 1000, "eval_every": 20, "eval_batch_size": 100},
+            "limit_train": None, "limit_test": 500, "eval_every": 20, "eval_batch_size": 100},
     # the papers' schedule (GPU)
     "paper": {"steps": 20_000, "pretrain_steps": 3000, "batch_size": 128, "max_iter": 18, "backward_max_iter": 20,
               "limit_train": None, "limit_test": None, "eval_every": 1000, "eval_batch_size": 500},

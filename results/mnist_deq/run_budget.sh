@@ -32,6 +32,5 @@ stream continuous > "${LOG_A:-/tmp/mnist_deq_bench_A.log}" 2>&1 &
 stream newton > "${LOG_B:-/tmp/mnist_deq_bench_B.log}" 2>&1 &
 wait
 echo "=== all done $(date -u +%H:%M:%S)"
-for g in continuous continuous_jr newton newton_jr; do
-  python -m train.report "$OUT/$g" --title "MNIST FC DEQ, $g" > /dev/null || echo "report $g failed"
-done
+# one table for all groups (the paper's numbers per JR setting): results/mnist_deq/table.md + nfe.png
+python results/mnist_deq/make_table.py > /dev/null
