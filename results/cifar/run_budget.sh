@@ -2,12 +2,14 @@
 # CPU-budget benchmark of the CIFAR-10 MDEQ-small variants (issue 5), reproducible with one command:
 #   bash results/cifar/run_budget.sh          # from the repository root
 #
-# Budget: the default `--preset cpu` run of train.cifar for every variant, same seed and data:
-# 40 optimizer steps of batch 32 (the first 15 pre-train the unrolled depth-5 network), Adam 1e-3
-# cosine to 1e-6, weight decay 2.5e-5, λ_skip 0.01, discrete solve = limited-memory Broyden to
-# relative residual 0.05 with ≤ 10 iterations, backward GMRES tol 0.05 ≤ 10 iterations, the node
-# baseline Tsit5 over [0, 1] with rtol = atol = 0.05; tested on a fixed 500-image test subset.
-# After training each run times 3 training steps on the same fixed batch (median). One torch
+# Budget (smaller than the default `--preset cpu` run, because the 2 cores were shared by ~12
+# processes when it ran): 16 optimizer steps of batch 16 (the first 6 pre-train the unrolled
+# depth-5 network), Adam 1e-3 cosine to 1e-6, weight decay 2.5e-5, λ_skip 0.01, discrete solve =
+# limited-memory Broyden to relative residual 0.05 with ≤ 10 iterations, backward GMRES tol 0.05
+# ≤ 10 iterations, the node baseline Tsit5 over [0, 1] with rtol = atol = 0.05; tested on a fixed
+# 200-image test subset (batches of 100) after steps 8 and 16. After training each run times 2
+# training steps on the same fixed batch of 16 (median). This measures per-batch cost and NFE at
+# (almost) initialization; the accuracies are near chance and say nothing about the papers'. One torch
 # thread per process; two streams side by side on a 2-core machine shared with other work, so
 # absolute seconds are inflated and noisy; ratios are taken within this one run.
 set -u
@@ -15,8 +17,9 @@ cd "$(dirname "$0")/../.."
 DATA=${IMPLICIT_DATA:-../shared/data}
 OUT=${OUT:-results/cifar}
 CKPT=${CKPT:-runs/cifar_bench_checkpoints}
-COMMON=(--data-dir "$DATA" --out "$OUT" --checkpoint-dir "$CKPT" --preset cpu --limit-test 500
-        --eval-every 20 --seed 0 --threads 1 --no-progress)
+COMMON=(--data-dir "$DATA" --out "$OUT" --checkpoint-dir "$CKPT" --preset cpu --steps 16 --pretrain-steps 6
+        --batch-size 16 --limit-test 200 --eval-every 8 --eval-batch-size 100 --timing-repeats 2 --seed 0
+        --threads 1 --no-progress)
 stream() {
   for m in "$@"; do
     echo "=== $m $(date -u +%H:%M:%S)"
