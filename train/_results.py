@@ -269,19 +269,25 @@ def plot_curves(runs: list[dict], path: str | os.PathLike, *, order: Iterable[st
     import matplotlib.pyplot as plt
 
     runs = _ordered(runs, order)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    models = list(dict.fromkeys(r.get("model") for r in runs))
+    seeds = list(dict.fromkeys(r.get("seed") for r in runs))
+    # one colour per model, one line style per seed, so runs of one model read as one family
+    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for r in runs:
         hist = r.get("history") or []
         x = [h.get("epoch") for h in hist]
+        style = dict(color=colours(models.index(r.get("model")) % colours.N),
+                     linestyle=styles[seeds.index(r.get("seed")) % len(styles)], marker="o", markersize=3)
         label = f"{r.get('model')} (seed {r.get('seed')})"
-        axes[0].plot(x, [h.get("test_nfe") for h in hist], marker="o", label=label)
-        axes[1].plot(x, [h.get("test_acc") for h in hist],
-                     marker="o", label=label)
-    axes[0].set(xlabel="epoch", ylabel="test NFE (forward, per batch)", title="Test NFE")
+        axes[0].plot(x, [h.get("test_nfe") for h in hist], label=label, **style)
+        axes[1].plot(x, [h.get("test_acc") for h in hist], label=label, **style)
+    axes[0].set(xlabel="epoch", ylabel="test NFE (forward, per test batch)", title="Test NFE")
     axes[1].set(xlabel="epoch", ylabel="test accuracy %", title="Test accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
