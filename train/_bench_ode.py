@@ -252,6 +252,10 @@ def render_markdown(result: dict) -> str:
     lines += ["", f"Scaled weights: W₁, W₂ of PyTorch's default init multiplied by a power of two until dopri5 "
               f"at tol {cal['tol']:.0e} takes ≥ {cfg['min_nfe_scaled']} NFE (tanh saturates, so NFE grows slowly "
               "with the scale); NFE by scale: " + ", ".join(f"×{k}: {v}" for k, v in cal["nfe_by_scale"].items()) + "."]
+    lines += ["", "f is timed on its own (median of ≥ 10 calls) once per weight setting, not interleaved with the "
+              "solves, so under shared load the overhead columns are the least reliable numbers here (a value "
+              "below 1 is impossible and means f was timed at a busier moment than the solves); the ratios "
+              "come from interleaved repeats and are the numbers to trust."]
     lines += ["", "One f evaluation (median): " + ", ".join(
         f"{c['weights']} {c['f_seconds'] * 1e3:.2f} ms (+VJP {c['f_vjp_seconds'] * 1e3:.2f} ms)"
         for c in result["cases"][:: max(1, len(cfg["tols"]))]
