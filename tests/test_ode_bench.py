@@ -24,5 +24,5 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path):
             assert len(v["forward_samples"]) == result["config"]["repeats"]
             assert v["overhead_forward"] > 0 and v["ratio_forward_backward"] > 0
     md = out.with_suffix(".md").read_text()
-    assert "| random (×1) | 1e-03 | ours-dopri5 |" in md and "Shared machine" in md
+    assert "| random (×1) | 1e-03 | ours-dopri5 |" in md and "Machine load" in md
     assert not list(tmp_path.glob("*.tmp*"))  # atomic writes leave no temporaries
