@@ -27,6 +27,10 @@ def test_quick_run_writes_json_and_markdown(quick_run):
     ours = rows(data, "ours")
     assert {r["block"] for r in ours} == {"fc", "conv"}
     assert "| block | batch | library | method |" in md
+    # the Markdown is a pure function of the JSON
+    out.with_suffix(".md").unlink()
+    assert bench.main(["deq", "--render-only", "--out", str(out)]) == 0
+    assert out.with_suffix(".md").read_text() == md
     for r in ours:
         assert r["method"] in md
         assert r["converged"] and r["residual_max"] <= data["config"]["tol"]

@@ -55,6 +55,7 @@ class BenchConfig:
     max_iter: int
     b_max_iter: int
     seed: int
+    render_only: bool = False
 
 
 # ---------------------------------------------------------------- the blocks
@@ -526,6 +527,8 @@ def parse(argv: list[str] | None) -> BenchConfig:
     p.add_argument("--max-iter", type=int, default=50)
     p.add_argument("--b-max-iter", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: regenerate the Markdown from the existing JSON at --out")
     a = p.parse_args(argv)
     repeats = a.repeats if a.repeats is not None else (2 if a.quick else 5)
     if repeats < 1:
@@ -534,13 +537,17 @@ def parse(argv: list[str] | None) -> BenchConfig:
         p.error(f"--threads must be >= 1, got {a.threads}")
     md = a.md if a.md is not None else str(Path(a.out).with_suffix(".md"))
     return BenchConfig(out=a.out, md=md, quick=a.quick, repeats=repeats, threads=a.threads, tol=a.tol,
-                       b_tol=a.b_tol, max_iter=a.max_iter, b_max_iter=a.b_max_iter, seed=a.seed)
+                       b_tol=a.b_tol, max_iter=a.max_iter, b_max_iter=a.b_max_iter, seed=a.seed,
+                       render_only=a.render_only)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
-    data = run(cfg)
-    atomic_write_bytes(cfg.out, (json.dumps(data, indent=1) + "\n").encode())
+    if cfg.render_only:
+        data = json.loads(Path(cfg.out).read_text())
+    else:
+        data = run(cfg)
+        atomic_write_bytes(cfg.out, (json.dumps(data, indent=1) + "\n").encode())
     atomic_write_bytes(cfg.md, render_markdown(data).encode())
     print(f"wrote {cfg.out} and {cfg.md}")
     return 0
