@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, combine, finish, project,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_start, check_tolerances, combine, finish, project,
 )
 
 

@@ -7,7 +7,9 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish
+from implicit.deq._root import (
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -76,7 +76,9 @@ class DEQ(nn.Module):
             if not isinstance(value, cls):
                 raise TypeError(f"DEQ: {name} must be one of {hint}; got {type(value).__name__}")
         if jacobian_reg is not None and not isinstance(jacobian_reg, JacobianRegularizer):
-            raise TypeError(f"DEQ: jacobian_reg must be None or JacobianRegularizer(...), got {type(jacobian_reg).__name__}")
+            raise TypeError(
+                f"DEQ: jacobian_reg must be None or JacobianRegularizer(...), got {type(jacobian_reg).__name__}"
+            )
         if not isinstance(throw, bool):
             raise TypeError(f"DEQ: throw must be a bool, got {type(throw).__name__}")
         self.f = f

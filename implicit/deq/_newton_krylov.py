@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from implicit._outcome import Outcome
-from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, check_start, finish, norms
+from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, check_start, finish
 from implicit.ode import AbstractAdaptiveSolver, Tsit5, odeint
 
 
