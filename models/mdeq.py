@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models._base import ZooOutput
+from models.mnist_deq import deq_metrics, deq_regularizers
+
 __all__ = [
     "MultiscaleLayout",
     "MDEQStem",
@@ -349,9 +352,7 @@ class MDEQClassifier(nn.Module):
         # the neural ODE integrates the same f with a closure over x (see _node)
         self.implicit = None if config.variant == "node" else _build_deq(self.cell, self.skip, config)
 
-    def forward(self, images: torch.Tensor, *, unrolled: bool = False):
-        from models._base import ZooOutput
-
+    def forward(self, images: torch.Tensor, *, unrolled: bool = False) -> ZooOutput:
         c = self.config.mdeq
         if images.dim() != 4 or tuple(images.shape[1:]) != (c.in_channels, c.resolution, c.resolution):
             raise ValueError(
@@ -366,7 +367,7 @@ class MDEQClassifier(nn.Module):
             regs, nfe, metrics = {}, int(stats.nfe_forward), {"steps": float(stats.n_accepted)}
         else:
             z, stats = self.implicit(x, z_shape=(self.cell.layout.size,))
-            regs, nfe, metrics = _deq_regularizers(stats), int(stats.nfe_forward), _deq_metrics(stats)
+            regs, nfe, metrics = deq_regularizers(stats), int(stats.nfe_forward), deq_metrics(stats)
         logits = self.head(self.cell.layout.unpack(z))
         return ZooOutput(logits=logits, regularizers=regs, nfe_forward=nfe, stats=stats, metrics=metrics)
 
@@ -408,23 +409,6 @@ def _relative_residual(fz: torch.Tensor, z: torch.Tensor) -> float:
     return float((num / den).max())
 
 
-def _deq_regularizers(stats) -> dict:
-    regs = {}
-    if getattr(stats, "skip_loss", None) is not None:
-        regs["skip"] = stats.skip_loss
-    if getattr(stats, "jacobian_loss", None) is not None:
-        regs["jacobian"] = stats.jacobian_loss
-    return regs
-
-
-def _deq_metrics(stats) -> dict:
-    return {
-        "residual": float(stats.residual.max()),
-        "converged": float(stats.converged.float().mean()),
-        "n_iter": float(stats.n_iter),
-    }
-
-
 def _build_deq(cell: MDEQCell, skip: nn.Module | None, config: CIFARModelConfig):
     from implicit.deq import DEQ, GMRES, Broyden, ImplicitBackward, NewtonKrylov, SkipInit, SkipRegInit, ZeroInit
 
@@ -437,8 +421,12 @@ def _build_deq(cell: MDEQCell, skip: nn.Module | None, config: CIFARModelConfig)
         solver = NewtonKrylov(tol=config.tol, max_iter=config.max_iter, gmres_max_iter=k, gmres_restart=k)
     else:
         solver = Broyden(tol=config.tol, max_iter=config.max_iter)
-    init = {"deq": ZeroInit(), "skipdeq": SkipInit(skip) if skip is not None else None,
-            "skipregdeq": SkipRegInit()}[config.variant]
+    if config.variant == "skipdeq":
+        init = SkipInit(skip)
+    elif config.variant == "skipregdeq":
+        init = SkipRegInit()
+    else:
+        init = ZeroInit()
     backward = ImplicitBackward(solver=GMRES(tol=config.backward_tol, max_iter=config.backward_max_iter))
     return DEQ(cell, solver=solver, backward=backward, init=init)
 

@@ -23,7 +23,8 @@ from torch import nn
 
 from models._base import ZooOutput
 
-__all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "build", "BUILDERS", "PAPER", "PAPER_JR"]
+__all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "build", "BUILDERS", "PAPER", "PAPER_JR",
+           "deq_metrics", "deq_regularizers"]
 
 VARIANTS = ("deq", "skipdeq", "skipregdeq")
 SOLVERS = ("continuous", "newton", "broyden")
@@ -64,7 +65,7 @@ class MNISTDEQConfig:
 
 
 def deq_metrics(stats) -> dict[str, float]:
-    """Plain numbers for a log row from a DEQStats record."""
+    """Plain numbers for a log row from a DEQStats record (shared with models.mdeq)."""
     residual = stats.residual
     return {
         "residual": float(residual.max()) if residual.numel() else 0.0,
@@ -74,6 +75,7 @@ def deq_metrics(stats) -> dict[str, float]:
 
 
 def deq_regularizers(stats) -> dict[str, torch.Tensor]:
+    """The unweighted auxiliary losses a DEQStats record carries, by the names the scripts weight."""
     regs = {}
     if stats.skip_loss is not None:
         regs["skip"] = stats.skip_loss
@@ -95,8 +97,12 @@ class MNISTFCDEQ(nn.Module):
         self.cell = FCCell(w)
         self.readout = nn.Linear(w, 10)
         self.skip = nn.Sequential(nn.Linear(w, w), nn.ReLU()) if config.variant == "skipdeq" else None
-        init = {"deq": ZeroInit(), "skipdeq": SkipInit(self.skip) if self.skip is not None else None,
-                "skipregdeq": SkipRegInit()}[config.variant]
+        if config.variant == "skipdeq":
+            init = SkipInit(self.skip)
+        elif config.variant == "skipregdeq":
+            init = SkipRegInit()
+        else:
+            init = ZeroInit()
         self.deq = DEQ(
             self.cell,
             solver=make_solver(config.solver, tol=config.tol, max_iter=config.max_iter),
