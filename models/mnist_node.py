@@ -14,7 +14,7 @@ Variants differ in what the model reports for the training script to weight, and
 
 R_E and R_S of every solve are also in ``metrics`` (as plain numbers) so vanilla runs log them.
 
-Tolerance: the paper solved in Julia float64 at abstol = reltol = 1.4e-8. In float32 that is
+Tolerance: the paper solved (in Julia) at abstol = reltol = 1.4e-8. In float32 that is
 below the rounding noise of a step (machine epsilon 1.2e-7, times |z| of a few units for
 normalized pixels, times the handful of stage sums), so the controller would see noise and reject
 at random. We default to rtol = atol = 1e-5, about two orders of magnitude above that noise:

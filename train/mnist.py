@@ -270,7 +270,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help="inverse decay per step: lr_k = lr / (1 + decay * k) (default: family; 1e-5 for node)")
     p.add_argument("--weight-decay", type=_float_in(0.0, 1.0), default=0.0, help="L2 weight decay (default: 0)")
     p.add_argument("--rtol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
-                   help="solver relative tolerance (default: model's; node 1e-5: the paper's 1.4e-8 in float64 is "
+                   help="solver relative tolerance (default: model's; node 1e-5: the paper's 1.4e-8 is "
                         "below float32 rounding noise, 1e-5 keeps the error estimate measuring truncation error; "
                         "DEQ: relative residual)")
     p.add_argument("--atol", type=_float_in(0.0, 1.0, lo_open=True), default=None,

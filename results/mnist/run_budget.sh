@@ -2,6 +2,8 @@
 # CPU-budget benchmark of every MNIST NODE variant (issue 3), reproducible with one command:
 #   bash results/mnist/run_budget.sh            # from the repository root
 #   SEED=1 STREAM_B="sr+er steer+er steer+sr" bash results/mnist/run_budget.sh   # another seed, no TayNODE
+#   OUT=results/mnist/longer LIMIT_TRAIN=8000 EPOCHS=6 STREAM_A="node ernode" STREAM_B="srnode" \
+#     bash results/mnist/run_budget.sh                                          # a longer run
 # then: python -m train.report results/mnist
 #
 # Budget (stated in results/mnist/README.md): the same 4,000-image training subset and 2,000-image
@@ -15,8 +17,8 @@ DATA=${IMPLICIT_DATA:-../shared/data}
 OUT=${OUT:-results/mnist}
 CKPT=${CKPT:-runs/mnist_bench_checkpoints}
 SEED=${SEED:-0}
-COMMON=(--data-dir "$DATA" --out "$OUT" --checkpoint-dir "$CKPT" --limit-train 4000 --limit-test 2000
-        --epochs 4 --batch-size 128 --eval-batch-size 1000 --seed "$SEED" --threads 1 --no-progress)
+COMMON=(--data-dir "$DATA" --out "$OUT" --checkpoint-dir "$CKPT" --limit-train "${LIMIT_TRAIN:-4000}" --limit-test 2000
+        --epochs "${EPOCHS:-4}" --batch-size 128 --eval-batch-size 1000 --seed "$SEED" --threads 1 --no-progress)
 stream() {
   for m in "$@"; do
     echo "=== $m $(date -u +%H:%M:%S)"
