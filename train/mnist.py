@@ -3,7 +3,8 @@
 Neural ODEs (node, ernode, srnode, steer, taynode, steer+er, steer+sr, sr+er; ERNODE/SRNODE paper,
 Pal et al. 2021), and, when their modules are present, DEQs (deq, skipdeq, skipregdeq; Skip DEQ
 paper) and neural SDEs (nsde, ernsde, srnsde). The default run is small (a 10,000-image
-training subset, 2 epochs; a few minutes on a laptop CPU) and says so; `--preset paper` gives
+training subset, 2 epochs; measured 30 s per epoch + 7 s per test pass on an idle 2-core CPU,
+89.5 % test accuracy) and says so; `--preset paper` gives
 the paper's full schedule for the chosen model's family.
 
 Each run writes <out>/<model>_seed<seed>.json (config, git commit, versions, hardware,
