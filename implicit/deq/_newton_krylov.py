@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
@@ -22,15 +24,26 @@ from implicit.deq._root import (
 )
 
 
-class _Linearization:
-    """f evaluated at z, plus Jacobian-vector products J v = ∂f/∂z(z)·v at the same point.
+class _Linearization(abc.ABC):
+    """f evaluated at z (``fz``), plus Jacobian-vector products J v = ∂f/∂z(z)·v at the same point."""
 
-    JVPs use the double-backward trick: with y = f(z) recorded once, w(u) = (∂f/∂z)ᵀu is linear
-    in u, so J v = ∂(w·v)/∂u. The graph of f is built once per Newton step and every product is
-    one backward pass through the (linear) VJP graph, while torch.func.jvp re-runs the primal f
-    with every product. Measured per product on this project's 2-core CPU (1 thread, batch 32):
-    FC block (z ∈ ℝ¹²⁸, x ∈ ℝ⁷⁸⁴) 0.07 ms vs 0.96 ms for torch.func.jvp (batch 512: 0.46 vs
-    4.7 ms); 24×32×32 conv + GroupNorm block 55 ms vs 68 ms. Both agree to rounding.
+    fz: Tensor
+
+    @abc.abstractmethod
+    def jvp(self, v: Tensor) -> Tensor:
+        ...
+
+
+class _AutodiffLinearization(_Linearization):
+    """Exact JVPs by the double-backward trick.
+
+    With y = f(z) recorded once, w(u) = (∂f/∂z)ᵀu is linear in u, so J v = ∂(w·v)/∂u. The graph
+    of f is built once per Newton step and every product is one backward pass through the
+    (linear) VJP graph, while torch.func.jvp re-runs the primal f with every product. Measured
+    per product on this project's 2-core CPU (1 thread, batch 32): FC block (z ∈ ℝ¹²⁸,
+    x ∈ ℝ⁷⁸⁴) 0.07 ms vs 0.96 ms for torch.func.jvp (batch 512: 0.46 vs 4.7 ms); 24×32×32
+    conv + GroupNorm block 55 ms vs 68 ms. Both agree to rounding. (torch.func.linearize gives
+    42 ms per product on the conv block but costs over 1 s to trace at every Newton step.)
     """
 
     def __init__(self, ev: Evaluator, z: Tensor):
@@ -53,18 +66,59 @@ class _Linearization:
         return jv
 
 
+class _FiniteDifferenceLinearization(_Linearization):
+    """JVPs by one-sided differences J v ≈ (f(z + εv) − f(z)) / ε: one f call each, no graph.
+
+    ε = √(machine eps)·(1 + ‖z‖)/‖v‖ per sample, so the perturbation is a fixed fraction of
+    the sample's size: the truncation error (∝ ε‖v‖²) and the rounding error (∝ eps/ε) are
+    balanced, each about √eps relative (3e-4 in float32, 1e-8 in float64).
+    """
+
+    def __init__(self, ev: Evaluator, z: Tensor):
+        self._ev = ev
+        self._z = z.detach()
+        with torch.no_grad():
+            self.fz = ev(self._z)
+        self._scale = math.sqrt(torch.finfo(z.dtype).eps) * (1 + norms(self._z))
+
+    def jvp(self, v: Tensor) -> Tensor:
+        vn = norms(v)
+        nonzero = vn > 0
+        # a zero v (a converged sample's padding) gets ε = 0 and a zero product, not 0/0
+        eps = torch.where(nonzero, self._scale / vn.clamp_min(torch.finfo(vn.dtype).tiny), torch.zeros_like(vn))
+        with torch.no_grad():
+            fzv = self._ev.f(self._z + bview(eps, v) * v)
+        self._ev.n_jvp += 1
+        self._ev.nfe += 1
+        inv = torch.where(nonzero, 1 / eps, torch.zeros_like(eps))
+        return (fzv - self.fz) * bview(inv, v)
+
+
+_LINEARIZATIONS = {"autodiff": _AutodiffLinearization, "finite_difference": _FiniteDifferenceLinearization}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NewtonKrylov(RootSolver):
     """Inexact Newton on g(z) = f(z) − z, each step solving (I − ∂f/∂z) Δ = f(z) − z by GMRES.
 
     The GMRES tolerance (forcing term) is min(``gmres_tol``, √(relative residual)) per sample:
     it tends to 0 with the residual, so convergence near the root is superlinear (order 1.5),
-    while early, far-from-root steps spend few JVPs. ``gmres_restart`` is the Krylov
+    while early, far-from-root steps spend few JVPs. It is never below 0.5·tol / (relative
+    residual) (capped at 0.5), so the last step is not solved more finely than tol needs. ``gmres_restart`` is the Krylov
     dimension per cycle, ``gmres_max_iter`` the JVP budget per Newton step; a sample whose
     cycle did not halve its linear residual stops there and, if its linear residual is still
     above 0.5, steps along f(z) − z (fixed-point direction) instead of the Newton direction. With
     ``line_search`` each sample backtracks (halving, up to ``max_backtracks`` times) until
     ‖f(z) − z‖ drops by the Armijo factor (1 − 1e-4·step); a non-finite trial also backtracks.
+
+    ``jvp`` chooses how J v is formed: ``"autodiff"`` (exact, double-backward through one graph
+    of f per Newton step; about 3 f-calls of work per product on a conv + GroupNorm block, less
+    than one on a small dense block) or ``"finite_difference"`` (one f call under no_grad per
+    product, accurate to about √eps: 3e-4 relative in float32, enough for tol ≥ ~1e-5 but it
+    limits how far Newton converges in float32). ``fixed_point_steps`` plain iterations
+    z ← f(z) run before the first Newton step: far from the root (and at z = 0, where
+    GroupNorm's Jacobian is singular) they cost one f call each against several JVPs per
+    Newton step. They count in ``n_iter`` and the residual history.
     """
 
     tol: float = 1e-4
@@ -75,6 +129,8 @@ class NewtonKrylov(RootSolver):
     gmres_max_iter: int = 30
     line_search: bool = True
     max_backtracks: int = 6
+    jvp: str = "autodiff"
+    fixed_point_steps: int = 0
 
     def __post_init__(self):
         check_tolerances("NewtonKrylov", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
@@ -88,13 +144,22 @@ class NewtonKrylov(RootSolver):
             raise TypeError(f"NewtonKrylov: line_search must be a bool, got {type(self.line_search).__name__}")
         if not (isinstance(self.max_backtracks, int) and self.max_backtracks >= 0):
             raise ValueError(f"NewtonKrylov: max_backtracks must be an int >= 0, got {self.max_backtracks!r}")
+        if not (isinstance(self.fixed_point_steps, int) and not isinstance(self.fixed_point_steps, bool)
+                and self.fixed_point_steps >= 0):
+            raise ValueError(
+                f"NewtonKrylov: fixed_point_steps must be an int >= 0, got {self.fixed_point_steps!r}"
+            )
+        if self.jvp not in _LINEARIZATIONS:
+            raise ValueError(
+                f"NewtonKrylov: jvp must be one of {', '.join(map(repr, _LINEARIZATIONS))}, got {self.jvp!r}"
+            )
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
         mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
         z = z0.detach()
-        lin = _Linearization(ev, z)
+        lin = _LINEARIZATIONS[self.jvp](ev, z)
         fz = lin.fz
         n_iter = 0
         while True:
@@ -102,11 +167,17 @@ class NewtonKrylov(RootSolver):
             if all_conv or not all_finite or n_iter >= self.max_iter:
                 break
             r = torch.where(bview(conv, z), torch.zeros_like(z), fz - z)
+            if n_iter < self.fixed_point_steps:
+                z = torch.where(bview(conv, z), z, fz)
+                lin = _LINEARIZATIONS[self.jvp](ev, z)
+                fz = lin.fz
+                n_iter += 1
+                continue
             jvp = lin.jvp
             step, kst = gmres(
                 lambda v: v - jvp(v),
                 r,
-                tol=rel.sqrt().clamp(max=self.gmres_tol),
+                tol=self._forcing(rel),
                 abs_tol=0.0,
                 restart=self.gmres_restart,
                 max_iter=self.gmres_max_iter,
@@ -114,7 +185,8 @@ class NewtonKrylov(RootSolver):
             )
             # Where the Krylov solve stalled (e.g. GroupNorm at z = 0, whose Jacobian blows up)
             # the Newton direction is unreliable: take the fixed-point direction f(z) − z instead.
-            stalled = kst.residual > 0.5
+            # (NaN from a JVP compares False, so a non-finite Krylov solve also falls back.)
+            stalled = ~(kst.residual <= 0.5) | ~torch.isfinite(norms(step))
             step = torch.where(bview(stalled, z), r, step)
             z, lin = self._line_search(ev, z, step, norms(fz - z), conv)
             fz = lin.fz
@@ -122,12 +194,18 @@ class NewtonKrylov(RootSolver):
         return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
                       ev=ev, monitor=mon, max_iter=self.max_iter, name="NewtonKrylov")
 
+    def _forcing(self, rel: Tensor) -> Tensor:
+        eta = rel.sqrt().clamp(max=self.gmres_tol)
+        # no oversolving on the last step: a linear residual of half the way to tol suffices
+        eta = torch.maximum(eta, (0.5 * self.tol / rel.clamp_min(torch.finfo(rel.dtype).tiny)).clamp(max=0.5))
+        return eta
+
     def _line_search(self, ev: Evaluator, z: Tensor, step: Tensor, rn: Tensor, conv: Tensor):
         alpha = torch.ones_like(rn)
         tries = self.max_backtracks if self.line_search else 0
         for k in range(tries + 1):
             z_try = z + bview(alpha, z) * step
-            lin = _Linearization(ev, z_try)
+            lin = _LINEARIZATIONS[self.jvp](ev, z_try)
             if k == tries:
                 break
             rn_try = norms(lin.fz - z_try)
