@@ -147,9 +147,11 @@ def test_two_process_torchrun(tmp_path):
 
 def _fake_record(model, solver, **summary):
     return {"format": "implicit-run", "script": "train.cifar", "model": model, "seed": 0, "complete": True,
-            "config": {"solver": solver, "steps": 10, "batch_size": 4}, "data": {"test_items": 8},
+            "config": {"solver": solver, "steps": 10, "batch_size": 4, "pretrain_steps": 0},
+            "data": {"test_items": 8},
             "paper": cifar.PAPER.get((model, None if model == "node" else solver)),
-            "summary": summary, "history": [{"step": 10, "test_nfe": summary.get("test_nfe"), "test_acc": 10.0}]}
+            "summary": summary,
+            "history": [{"step": 10, "train_s": 5.0, "test_nfe": summary.get("test_nfe"), "test_acc": 10.0}]}
 
 
 def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
@@ -166,9 +168,9 @@ def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
             if line.startswith("| skipdeq") or line.startswith("| deq")}
     disc = [c.strip() for c in rows[("skipdeq", "discrete")].split("|")]
     cont = [c.strip() for c in rows[("skipdeq", "continuous")].split("|")]
-    # columns after model, solver and the 10 value columns: train, backward, predict, NFE ratios
-    assert disc[13].startswith("2.00") and disc[15].startswith("4.00")
+    # after model, solver and the 11 value columns: train, train (last round), backward, predict, NFE ratios
+    assert disc[14].startswith("2.00") and disc[17].startswith("4.00")
     # the paper's own ratio sits beside ours: 0.651 / 0.717 for discrete training
-    assert f"({0.651 / 0.717:.2f})" in disc[13]
-    assert cont[13].startswith("0.50")
+    assert f"({0.651 / 0.717:.2f})" in disc[14]
+    assert cont[14].startswith("0.50")
     assert "82.01" in rows[("skipdeq", "discrete")] and png.is_file()
