@@ -67,7 +67,8 @@ def test_finite_difference_counts_each_product_as_one_f_call():
         calls.append(1)
         return f(z)
 
-    sol = NewtonKrylov(tol=1e-8, abs_tol=0.0, jvp="finite_difference").solve(counted, torch.zeros(3, 12, dtype=torch.float64))
+    z0 = torch.zeros(3, 12, dtype=torch.float64)
+    sol = NewtonKrylov(tol=1e-8, abs_tol=0.0, jvp="finite_difference").solve(counted, z0)
     assert sol.stats.outcome is Outcome.SUCCESSFUL
     assert sol.stats.n_jvp > 0
     assert sol.stats.nfe == len(calls)  # every JVP is an f call, counted once

@@ -104,21 +104,23 @@ class NewtonKrylov(RootSolver):
     The GMRES tolerance (forcing term) is min(``gmres_tol``, √(relative residual)) per sample:
     it tends to 0 with the residual, so convergence near the root is superlinear (order 1.5),
     while early, far-from-root steps spend few JVPs. It is never below 0.5·tol / (relative
-    residual) (capped at 0.5), so the last step is not solved more finely than tol needs. ``gmres_restart`` is the Krylov
-    dimension per cycle, ``gmres_max_iter`` the JVP budget per Newton step; a sample whose
-    cycle did not halve its linear residual stops there and, if its linear residual is still
-    above 0.5, steps along f(z) − z (fixed-point direction) instead of the Newton direction. With
-    ``line_search`` each sample backtracks (halving, up to ``max_backtracks`` times) until
-    ‖f(z) − z‖ drops by the Armijo factor (1 − 1e-4·step); a non-finite trial also backtracks.
+    residual), capped at 0.5, so the last step is not solved more finely than tol needs.
+    ``gmres_restart`` is the Krylov dimension per cycle, ``gmres_max_iter`` the JVP budget per
+    Newton step; a sample whose cycle did not halve its linear residual stops there and, if its
+    linear residual is still above 0.5, steps along f(z) − z (fixed-point direction) instead of
+    the Newton direction. With ``line_search`` each sample backtracks (halving, up to
+    ``max_backtracks`` times) until ‖f(z) − z‖ drops by the Armijo factor (1 − 1e-4·step); a
+    non-finite trial also backtracks.
 
-    ``jvp`` chooses how J v is formed: ``"autodiff"`` (exact, double-backward through one graph
-    of f per Newton step; about 3 f-calls of work per product on a conv + GroupNorm block, less
-    than one on a small dense block) or ``"finite_difference"`` (one f call under no_grad per
-    product, accurate to about √eps: 3e-4 relative in float32, enough for tol ≥ ~1e-5 but it
-    limits how far Newton converges in float32). ``fixed_point_steps`` plain iterations
-    z ← f(z) run before the first Newton step: far from the root (and at z = 0, where
-    GroupNorm's Jacobian is singular) they cost one f call each against several JVPs per
-    Newton step. They count in ``n_iter`` and the residual history.
+    ``jvp`` chooses how J v is formed: ``"autodiff"`` (exact; double-backward through one graph
+    of f per Newton step, about 3 f calls of work per product on a conv + GroupNorm block but
+    less than one on a dense block whose input term is costly) or ``"finite_difference"`` (one
+    f call under no_grad per product, accurate to about √eps: 3e-4 relative in float32, which
+    slows Newton's final convergence; on the benchmark blocks in float32 it still reached
+    tol = 1e-6, with one Newton step more than autodiff). ``fixed_point_steps`` plain
+    iterations z ← f(z) run before the first Newton step: far from the root (and at z = 0,
+    where GroupNorm's Jacobian is singular) one f call there gains about as much as several
+    JVPs in a Newton step. They count in ``n_iter`` and the residual history.
     """
 
     tol: float = 1e-4
@@ -159,20 +161,18 @@ class NewtonKrylov(RootSolver):
         ev = Evaluator(f, z0)
         mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
         z = z0.detach()
-        lin = _LINEARIZATIONS[self.jvp](ev, z)
-        fz = lin.fz
+        fz, lin = self._evaluate(ev, z, plain=self.fixed_point_steps > 0)
         n_iter = 0
         while True:
             rel, conv, all_conv, all_finite = mon.check(z, fz)
             if all_conv or not all_finite or n_iter >= self.max_iter:
                 break
-            r = torch.where(bview(conv, z), torch.zeros_like(z), fz - z)
             if n_iter < self.fixed_point_steps:
                 z = torch.where(bview(conv, z), z, fz)
-                lin = _LINEARIZATIONS[self.jvp](ev, z)
-                fz = lin.fz
                 n_iter += 1
+                fz, lin = self._evaluate(ev, z, plain=n_iter < self.fixed_point_steps)
                 continue
+            r = torch.where(bview(conv, z), torch.zeros_like(z), fz - z)
             jvp = lin.jvp
             step, kst = gmres(
                 lambda v: v - jvp(v),
@@ -193,6 +193,14 @@ class NewtonKrylov(RootSolver):
             n_iter += 1
         return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
                       ev=ev, monitor=mon, max_iter=self.max_iter, name="NewtonKrylov")
+
+    def _evaluate(self, ev: Evaluator, z: Tensor, *, plain: bool) -> tuple[Tensor, _Linearization | None]:
+        """f(z), and the linearization at z unless the next step is a plain iteration (no graph)."""
+        if plain:
+            with torch.no_grad():
+                return ev(z), None
+        lin = _LINEARIZATIONS[self.jvp](ev, z)
+        return lin.fz, lin
 
     def _forcing(self, rel: Tensor) -> Tensor:
         eta = rel.sqrt().clamp(max=self.gmres_tol)
