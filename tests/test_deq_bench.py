@@ -48,11 +48,20 @@ def test_quick_run_memory_rows_show_flat_implicit_and_growing_unrolled(quick_run
         assert mem["ours unrolled", 6] > 2 * mem["ours unrolled", 2]
 
 
+def _bench_deq_pairs():
+    from train import _bench_deq
+
+    return _bench_deq.RATIO_PAIRS
+
+
 def test_quick_run_compares_with_torchdeq_when_installed(quick_run):
     pytest.importorskip("torchdeq")
     data, md, _ = quick_run
     assert len(rows(data, "torchdeq")) == 4
-    assert len(data["ratios"]) == 8 and "Ratios ours / torchdeq" in md
+    n_cases = len({(r["block"], r["batch"]) for r in data["results"]})
+    assert n_cases == 2
+    assert len(data["ratios"]) == n_cases * len(_bench_deq_pairs()) and "Ratios ours / torchdeq" in md
+    assert {(q["ours"], q["torchdeq"]) for q in data["ratios"]} == set(_bench_deq_pairs())
     for q in data["ratios"]:
         assert q["forward_ratio"] > 0 and q["train_step_ratio"] > 0
 

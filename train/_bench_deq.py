@@ -56,6 +56,8 @@ class BenchConfig:
     b_max_iter: int
     seed: int
     render_only: bool = False
+    # what else ran on the machine during the measurement (the run cannot know; the operator says)
+    note: str = ""
 
 
 # ---------------------------------------------------------------- the blocks
@@ -138,6 +140,17 @@ class Method:
 
 
 NK_FD = "NewtonKrylov(fd, 8 fp)"
+NK_FP = "NewtonKrylov(8 fp)"
+
+
+# ours / torchdeq pairs reported as ratios: same family, and each Newton–Krylov setting against both
+RATIO_PAIRS = (
+    ("Broyden + IFT(GMRES)", "broyden + IFT(broyden)"),
+    ("Anderson + IFT(GMRES)", "anderson + IFT(anderson)"),
+    *((f"{nk} + IFT(GMRES)", theirs)
+      for nk in ("NewtonKrylov", NK_FP, NK_FD)
+      for theirs in ("broyden + IFT(broyden)", "anderson + IFT(anderson)")),
+)
 
 
 def our_methods(f: Counted, z_shape: tuple[int, ...], cfg: BenchConfig) -> list[Method]:
@@ -146,6 +159,8 @@ def our_methods(f: Counted, z_shape: tuple[int, ...], cfg: BenchConfig) -> list[
         "NewtonKrylov": NewtonKrylov(tol=cfg.tol, abs_tol=0.0, max_iter=cfg.max_iter),
         # finite-difference JVPs (one f call each) after 8 plain iterations: the fastest
         # Newton–Krylov setting measured on the conv block (see NewtonKrylov's docstring)
+        # 8 plain iterations before Newton with exact (autodiff) JVPs: fastest measured on the FC block
+        NK_FP: NewtonKrylov(tol=cfg.tol, abs_tol=0.0, max_iter=cfg.max_iter, fixed_point_steps=8),
         NK_FD: NewtonKrylov(tol=cfg.tol, abs_tol=0.0, max_iter=cfg.max_iter, jvp="finite_difference",
                             fixed_point_steps=8),
         "Broyden": Broyden(tol=cfg.tol, abs_tol=0.0, max_iter=cfg.max_iter, memory=cfg.max_iter),
@@ -366,12 +381,7 @@ def run(cfg: BenchConfig) -> dict:
                       f"{row['nfe_backward']:<4d} res {row['residual_max']:.1e} fwd {row['forward_s']:.4f}s "
                       f"train {row['train_step_s']:.4f}s", flush=True)
             if have_torchdeq:
-                for ours, theirs in (
-                    ("Broyden + IFT(GMRES)", "broyden + IFT(broyden)"),
-                    ("Anderson + IFT(GMRES)", "anderson + IFT(anderson)"),
-                    ("NewtonKrylov + IFT(GMRES)", "broyden + IFT(broyden)"),
-                    ("NewtonKrylov + IFT(GMRES)", "anderson + IFT(anderson)"),
-                ):
+                for ours, theirs in RATIO_PAIRS:
                     a, b = rows[ours], rows[theirs]
                     ratios.append({
                         "block": block_name, "batch": batch, "ours": ours, "torchdeq": theirs,
@@ -392,7 +402,7 @@ def run(cfg: BenchConfig) -> dict:
         "version": 1,
         "config": dataclasses.asdict(cfg),
         "environment": env,
-        "notes": [n for n in (td_note,) if n],
+        "notes": [n for n in (td_note, cfg.note) if n],
         "results": results,
         "ratios": ratios,
         "memory": memory,
@@ -456,8 +466,8 @@ def render_markdown(data: dict) -> str:
         "counts f calls + VJPs through f during backward (instrumented f, same for both libraries). "
         "Residual = max over the batch of ‖f(z) − z‖/‖f(z)‖ of the layer output.",
         "",
-        "The machine's 2 cores were shared with other agents' jobs while this ran, so absolute times are "
-        "noisy; ratios come from interleaved runs in the same process.",
+        "Ratios come from interleaved runs in the same process; what else ran on the machine is in the "
+        "notes above when the operator gave one (`--note`).",
         "",
         "Blocks: FC f(z, x) = relu(W₁z) + relu(W₂x) (z ∈ ℝ¹²⁸, x ∈ ℝ⁷⁸⁴, PyTorch default init); conv "
         "f(z, x) = GN₃(relu(x + ½·GN₂(conv₂(relu(GN₁(conv₁(z))))))) on 24×32×32 (3×3 convs, 4 groups). "
@@ -538,6 +548,8 @@ def parse(argv: list[str] | None) -> BenchConfig:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: regenerate the Markdown from the existing JSON at --out")
+    p.add_argument("--note", default="",
+                   help="what else ran on the machine during the run, recorded in the JSON and the summary")
     a = p.parse_args(argv)
     repeats = a.repeats if a.repeats is not None else (2 if a.quick else 5)
     if repeats < 1:
@@ -547,7 +559,7 @@ def parse(argv: list[str] | None) -> BenchConfig:
     md = a.md if a.md is not None else str(Path(a.out).with_suffix(".md"))
     return BenchConfig(out=a.out, md=md, quick=a.quick, repeats=repeats, threads=a.threads, tol=a.tol,
                        b_tol=a.b_tol, max_iter=a.max_iter, b_max_iter=a.b_max_iter, seed=a.seed,
-                       render_only=a.render_only)
+                       render_only=a.render_only, note=a.note)
 
 
 def main(argv: list[str] | None = None) -> int:
