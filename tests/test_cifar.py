@@ -64,6 +64,7 @@ def test_each_variant_trains_and_writes_a_valid_record(tmp_path, model):
 
 
 @needs_data
+@pytest.mark.slow  # ~7 s: three runs, each loading the 50,000-image npz
 def test_resume_equals_uninterrupted(tmp_path):
     common = ["--model", "skipdeq", "--steps", "3", "--pretrain-steps", "1", "--eval-every", "1", "--timing-repeats", "0"]
     _, full = _run(tmp_path / "full", *common)
