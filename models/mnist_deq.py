@@ -23,7 +23,7 @@ from torch import nn
 
 from models._base import ZooOutput
 
-__all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "build", "BUILDERS", "PAPER", "PAPER_JR",
+__all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "build", "BUILDERS", "PAPER", "PAPER_JR", "paper_numbers",
            "deq_metrics", "deq_regularizers"]
 
 VARIANTS = ("deq", "skipdeq", "skipregdeq")
@@ -179,3 +179,11 @@ PAPER_JR = {
     "skipdeq": {"test_acc": 97.75, "test_nfe": 4.00, "train_time_s": 6.02 * 60, "predict_s_per_batch": 0.012},
     "skipregdeq": {"test_acc": 98.02, "test_nfe": 4.00, "train_time_s": 5.13 * 60, "predict_s_per_batch": 0.012},
 }
+
+
+def paper_numbers(name: str, config) -> dict | None:
+    """The paper's numbers for a run: its MNIST FC table is for the continuous solve only, with
+    and without Jacobian regularization; other solvers have no published row."""
+    if getattr(config, "solver", "continuous") != "continuous":
+        return None
+    return (PAPER_JR if getattr(config, "jacobian_reg", False) else PAPER).get(name)

@@ -107,3 +107,19 @@ def test_bad_options_are_clear_errors():
         BUILDERS["deq"](colour="red")
     with pytest.raises(ValueError, match=r"images must have shape \(batch, 1, 28, 28\)"):
         MNISTFCDEQ()(torch.zeros(2, 3, 32, 32))
+
+
+def test_run_records_quote_the_paper_row_of_their_own_solver_and_regularization():
+    from models import mnist_deq
+    from train import mnist
+
+    registry = mnist.Registry.discover()
+    paper_of = registry.entries["skipdeq"][2]
+
+    def cfg(*opts):
+        return mnist.parse_config(["--model", "skipdeq", *opts])
+
+    assert paper_of(cfg("--solver", "continuous")) == mnist_deq.PAPER["skipdeq"]
+    assert paper_of(cfg("--solver", "continuous", "--jacobian-reg")) == mnist_deq.PAPER_JR["skipdeq"]
+    assert paper_of(cfg("--solver", "newton")) is None  # the paper has no discrete MNIST FC row
+    assert mnist_deq.PAPER["deq"]["test_nfe"] != mnist_deq.PAPER_JR["deq"]["test_nfe"]

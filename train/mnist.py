@@ -127,9 +127,15 @@ FAMILIES = (
 
 @dataclass(frozen=True)
 class Registry:
-    """Model name -> (family, builder, the paper's numbers), from the family modules present."""
+    """Model name -> (family, builder, config -> the paper's numbers or None), from the family modules present.
 
-    entries: Mapping[str, tuple[Family, Callable, Mapping | None]] = field(default_factory=dict)
+    A family module may quote its paper by ``PAPER`` (variant -> numbers) or, when the paper's
+    numbers depend on more than the variant (solver, Jacobian regularization), by a function
+    ``paper_numbers(name, config)``.
+    """
+
+    entries: Mapping[str, tuple[Family, Callable, Callable[["MNISTConfig"], Mapping | None]]] = field(
+        default_factory=dict)
 
     @staticmethod
     def discover() -> "Registry":
@@ -141,11 +147,14 @@ class Registry:
                 if e.name == fam.module:  # that family is not part of this checkout
                     continue
                 raise
-            paper = getattr(module, "PAPER", {})  # optional: not every module quotes a paper table
+            lookup = getattr(module, "paper_numbers", None)
+            if lookup is None:
+                table = getattr(module, "PAPER", {})  # optional: not every module quotes a paper table
+                lookup = lambda name, config, table=table: table.get(name)  # noqa: E731
             for name, builder in module.BUILDERS.items():
                 if name in entries:
                     raise RuntimeError(f"model name {name!r} is registered by both {entries[name][0].module} and {fam.module}")
-                entries[name] = (fam, builder, paper.get(name))
+                entries[name] = (fam, builder, lambda config, name=name, lookup=lookup: lookup(name, config))
         return Registry(entries)
 
 
@@ -366,7 +375,8 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
     registry = registry or Registry.discover()
     if config.model not in registry.entries:
         raise ValueError(f"model must be one of {list(registry.entries)}, got {config.model!r}")
-    family, builder, paper = registry.entries[config.model]
+    family, builder, paper_of = registry.entries[config.model]
+    paper = paper_of(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx = _distributed.setup(config.device)
