@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from models.mdeq import CIFAR_SOLVERS, CIFAR_VARIANTS, CIFARModelConfig, MDEQClassifier, count_parameters
-from train import _data, _distributed, _results, _trainer
+from train import _cli, _data, _distributed, _results, _trainer
 from train._trainer import Constant, WeightSchedule
 
 SCRIPT = "train.cifar"
@@ -183,38 +183,8 @@ class CosineToMin:
 # --- command line -------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
 def _unit_float(text: str) -> float:
-    v = _nonneg_float(text)
+    v = _cli.nonneg_float(text)
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return v
@@ -229,34 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "state); ignored by node (default: discrete)")
     p.add_argument("--preset", default="cpu", choices=tuple(PRESETS),
                    help="cpu: a few-minute run; paper: the papers' schedule for a GPU (default: cpu)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps (default: preset)")
-    p.add_argument("--pretrain-steps", type=_nonneg_int, default=None,
+    p.add_argument("--steps", type=_cli.positive_int, default=None, help="optimizer steps (default: preset)")
+    p.add_argument("--pretrain-steps", type=_cli.nonneg_int, default=None,
                    help="first steps train the unrolled fixed-depth network (default: preset)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="global batch size (default: preset)")
-    p.add_argument("--lr", type=_nonneg_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--lr-min", type=_nonneg_float, default=1e-6, help="cosine schedule's final lr (default: 1e-6)")
-    p.add_argument("--weight-decay", type=_nonneg_float, default=2.5e-5, help="weight decay (default: 2.5e-5)")
-    p.add_argument("--lambda-skip", type=_nonneg_float, default=0.01, help="weight of the skip loss (default: 0.01)")
+    p.add_argument("--batch-size", type=_cli.positive_int, default=None, help="global batch size (default: preset)")
+    p.add_argument("--lr", type=_cli.nonneg_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--lr-min", type=_cli.nonneg_float, default=1e-6, help="cosine schedule's final lr (default: 1e-6)")
+    p.add_argument("--weight-decay", type=_cli.nonneg_float, default=2.5e-5, help="weight decay (default: 2.5e-5)")
+    p.add_argument("--lambda-skip", type=_cli.nonneg_float, default=0.01, help="weight of the skip loss (default: 0.01)")
     p.add_argument("--tol", type=_unit_float, default=0.05,
                    help="relative-residual tolerance of the forward and backward solves (default: 0.05)")
-    p.add_argument("--max-iter", type=_positive_int, default=None,
+    p.add_argument("--max-iter", type=_cli.positive_int, default=None,
                    help="forward iterations (continuous: ODE steps) at most (default: preset)")
-    p.add_argument("--backward-max-iter", type=_positive_int, default=None,
+    p.add_argument("--backward-max-iter", type=_cli.positive_int, default=None,
                    help="backward GMRES iterations at most (default: preset)")
-    p.add_argument("--pretrain-depth", type=_positive_int, default=5, help="f applications when pre-training (default: 5)")
-    p.add_argument("--dropout", type=_nonneg_float, default=0.2, help="variational dropout rate (default: 0.2)")
-    p.add_argument("--width", type=_positive_int, default=24,
+    p.add_argument("--pretrain-depth", type=_cli.positive_int, default=5, help="f applications when pre-training (default: 5)")
+    p.add_argument("--dropout", type=_cli.nonneg_float, default=0.2, help="variational dropout rate (default: 0.2)")
+    p.add_argument("--width", type=_cli.positive_int, default=24,
                    help="channels of both branches, a multiple of 8 (default: 24, MDEQ-small)")
     p.add_argument("--augment", action="store_true", help="random crop + horizontal flip")
-    p.add_argument("--limit-train", type=_nonneg_int, default=None,
+    p.add_argument("--limit-train", type=_cli.nonneg_int, default=None,
                    help="train on the first N images of a fixed shuffled order; 0 = all (default: preset)")
-    p.add_argument("--limit-test", type=_nonneg_int, default=None,
+    p.add_argument("--limit-test", type=_cli.nonneg_int, default=None,
                    help="test on the first N images of a fixed shuffled order; 0 = all (default: preset)")
-    p.add_argument("--eval-every", type=_positive_int, default=None, help="steps between evaluations (default: preset)")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=None, help="test batch size (default: preset)")
-    p.add_argument("--timing-repeats", type=_nonneg_int, default=3,
+    p.add_argument("--eval-every", type=_cli.positive_int, default=None, help="steps between evaluations (default: preset)")
+    p.add_argument("--eval-batch-size", type=_cli.positive_int, default=None, help="test batch size (default: preset)")
+    p.add_argument("--timing-repeats", type=_cli.nonneg_int, default=3,
                    help="training steps timed after training for s/batch (median; 0 = skip) (default: 3)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_cli.nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None, help=f"folder holding cifar10.npz or cifar-10-batches-py "
                                                     f"(default: ${_data.ENV_VAR}, else ./data)")
@@ -265,9 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
     p.add_argument("--run-name", default=None, help="file stem of JSON and checkpoint (default: <model>_<solver>_seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
-    p.add_argument("--stop-after-round", type=_positive_int, default=None,
+    p.add_argument("--stop-after-round", type=_cli.positive_int, default=None,
                    help="stop after this many evaluation rounds with a checkpoint, as if interrupted")
-    p.add_argument("--threads", type=_nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
+    p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
     p.add_argument("--report", action="store_true", help="write <out>/table.md and curves.png after the run")
     p.add_argument("--table", default=None, metavar="DIR",
                    help="only write DIR/table.md and DIR/curves.png (the papers' table shape) from the run "

@@ -17,19 +17,16 @@ and plots from the JSONs. Runs under `torchrun --nproc_per_node=N -m train.mnist
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import os
 import random
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from train import _data, _distributed, _trainer
+from train import _cli, _data, _distributed, _trainer
 from train._trainer import Constant, ExponentialAnneal, WeightSchedule
 
 SCRIPT = "train.mnist"
@@ -210,26 +207,6 @@ PRESETS = ("small", "paper")
 OPTIMIZERS = ("sgd", "adam")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
 def _float_in(lo: float, hi: float, *, lo_open: bool = False):
     def parse(text: str) -> float:
         try:
@@ -270,8 +247,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help=f"zoo model, one of: {', '.join(names)} (default: node)")
     p.add_argument("--preset", default="small", choices=PRESETS,
                    help="small: a few-minute CPU run on a subset; paper: the paper's full schedule (default: small)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: family)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=_cli.positive_int, default=None, help="training epochs (default: family)")
+    p.add_argument("--batch-size", type=_cli.positive_int, default=None,
                    help="global batch size, split over torchrun processes (default: family)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd or adam (default: family)")
     p.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=None, help="learning rate (default: family)")
@@ -291,12 +268,12 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--reg-weight", type=_reg_weight, action="append", default=[], metavar="NAME=VALUE",
                    help="override a regularizer weight by name with a constant, e.g. error=50 or stiffness=0.1 "
                         "(repeatable; default: the paper's weights for the model)")
-    p.add_argument("--limit-train", type=_nonneg_int, default=None,
+    p.add_argument("--limit-train", type=_cli.nonneg_int, default=None,
                    help="train on the first N images of a fixed shuffled order; 0 = all (default: family)")
-    p.add_argument("--limit-test", type=_nonneg_int, default=None,
+    p.add_argument("--limit-test", type=_cli.nonneg_int, default=None,
                    help="test on the first N images of a fixed shuffled order; 0 = all (default: family)")
-    p.add_argument("--eval-batch-size", type=_positive_int, default=1000, help="test batch size (default: 1000)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--eval-batch-size", type=_cli.positive_int, default=1000, help="test batch size (default: 1000)")
+    p.add_argument("--seed", type=_cli.nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None,
                    help=f"folder holding MNIST/raw (default: ${_data.ENV_VAR}, else ./data)")
@@ -305,9 +282,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
     p.add_argument("--run-name", default=None, help="file stem of the JSON and checkpoint (default: <model>_seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
-    p.add_argument("--stop-after-epoch", type=_positive_int, default=None,
+    p.add_argument("--stop-after-epoch", type=_cli.positive_int, default=None,
                    help="stop after this epoch with a checkpoint, as if interrupted; continue with --resume (default: off)")
-    p.add_argument("--threads", type=_nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
+    p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar (default: only on a terminal, not under CI)")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from implicit._outcome import Outcome, SolverError
-from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
+from implicit.ode._solver import AbstractFixedSolver, AbstractSolver, Tsit5
 
 # Rejections caused by NaN/Inf (each shrinking h by dfactor) before the solve is declared NONFINITE,
 # in a row and in total: a blow-up that a smaller step cures is survived, a broken f fails fast
