@@ -7,7 +7,6 @@ gradcheck (finite differences) on fixed-step paths, where perturbing inputs cann
 (3) at tight tolerances the gradient also matches the continuous one (torchdiffeq's adjoint).
 """
 
-import math
 
 import pytest
 import torch
