@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from implicit._counting import BackwardTally, count_backward
 from implicit._outcome import Outcome
 from implicit.deq._fixed_point import FixedPoint
 from implicit.deq._gmres import KrylovStats, gmres
@@ -24,7 +25,7 @@ Vjp = Callable[[Tensor], Tensor]
 
 
 @dataclasses.dataclass(kw_only=True)
-class BackwardRecord:
+class BackwardRecord(BackwardTally):
     """Filled in when (and each time) the backward pass runs; zeros before.
 
     ``nfe`` counts vector-Jacobian products of f (including the final one that carries the
@@ -36,6 +37,9 @@ class BackwardRecord:
     n_iter: int = 0
     residual: Tensor | None = None
     outcome: Outcome | None = None
+
+    def add_backward(self, n: int) -> None:
+        self.nfe += n
 
 
 # ---------------------------------------------------------------- adjoint linear solvers
@@ -121,21 +125,6 @@ class Backward(abc.ABC):
         ...
 
 
-class _CountBackward(torch.autograd.Function):
-    """Identity whose backward adds a known number of VJPs to the record."""
-
-    @staticmethod
-    def forward(ctx, z, record, n):
-        ctx.record, ctx.n = record, n
-        return z.view_as(z)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        ctx.record.nfe += ctx.n
-        return grad, None, None
-
-
 def _solve_detached(solver: RootSolver, f: Fn, z0: Tensor) -> RootSolution:
     with torch.no_grad():
         return solver.solve(f, z0)
@@ -205,7 +194,7 @@ class JacobianFreeBackward(Backward):
     def run(self, solver, f, z0, record):
         sol = _solve_detached(solver, f, z0)
         fz = f(sol.z.detach())
-        out = _CountBackward.apply(fz, record, 1) if fz.requires_grad else fz
+        out = count_backward(fz, record, 1) if fz.requires_grad else fz
         return Attached(out=out, solution=sol, extra_nfe=1, z_leaf=None, fz=None)
 
 
@@ -230,7 +219,7 @@ class PhantomGradient(Backward):
         z = sol.z.detach()
         for _ in range(self.k):
             z = z + self.alpha * (f(z) - z)
-        out = _CountBackward.apply(z, record, self.k) if z.requires_grad else z
+        out = count_backward(z, record, self.k) if z.requires_grad else z
         return Attached(out=out, solution=sol, extra_nfe=self.k, z_leaf=None, fz=None)
 
 
@@ -250,5 +239,5 @@ class Unrolled(Backward):
         sol = solver.solve(f, z0)
         out = sol.z
         if out.requires_grad:
-            out = _CountBackward.apply(out, record, sol.stats.n_iter)
+            out = count_backward(out, record, sol.stats.n_iter)
         return Attached(out=out, solution=sol, extra_nfe=0, z_leaf=None, fz=None)

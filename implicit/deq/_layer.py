@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from implicit._outcome import Outcome, SolverError
-from implicit.deq._backward import BackwardRecord, Backward, ImplicitBackward, _CountBackward
+from implicit._counting import count_backward
+from implicit.deq._backward import BackwardRecord, Backward, ImplicitBackward
 from implicit.deq._init import Initializer, ZeroInit
 from implicit.deq._jacobian import JacobianRegularizer
 from implicit.deq._newton_krylov import NewtonKrylov
@@ -129,7 +130,7 @@ class DEQ(nn.Module):
                 jac_loss = self.jacobian_reg.loss(z_leaf, fz, create_graph=train)
             nfe += self.jacobian_reg.n_samples
             if train and jac_loss.requires_grad:
-                jac_loss = _CountBackward.apply(jac_loss, record, self.jacobian_reg.n_samples)
+                jac_loss = count_backward(jac_loss, record, self.jacobian_reg.n_samples)
         stats = DEQStats(
             nfe_forward=nfe,
             n_iter=st.n_iter,

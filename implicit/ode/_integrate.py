@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from implicit._counting import BackwardTally, count_backward
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._solver import AbstractFixedSolver, AbstractSolver, Tsit5
 
@@ -32,13 +33,16 @@ _MAX_NONFINITE_RETRIES = 5
 _MAX_NONFINITE_TOTAL = 20
 
 
-class _Counter:
+class _Counter(BackwardTally):
     """A cell the statistics record owns; backward increments it when (and if) it runs."""
 
     __slots__ = ("value",)
 
     def __init__(self) -> None:
         self.value = 0
+
+    def add_backward(self, n: int) -> None:
+        self.value += n
 
     def __repr__(self) -> str:
         return f"_Counter({self.value})"
@@ -118,20 +122,6 @@ def _lincomb(base: Tensor | None, coeffs, ks) -> Tensor:
         return base if base is not None else torch.zeros_like(ks[0])
     cs, kk = zip(*pairs)
     return _LinComb.apply(tuple(cs), base, *kk)
-
-
-class _CountBackward(torch.autograd.Function):
-    """Identity whose backward counts one vector-Jacobian product of f."""
-
-    @staticmethod
-    def forward(ctx, x, counter):
-        ctx.counter = counter
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        ctx.counter.value += 1
-        return g, None
 
 
 def _check_number(name, value, *, positive=True, allow_zero=False):
@@ -265,7 +255,7 @@ class _Integrator:
                 f"f(t, y) must return a tensor of y's shape and dtype {tuple(y.shape)} {y.dtype}, got {got}"
             )
         if self.grad and k.requires_grad:
-            k = _CountBackward.apply(k, self.counter)
+            k = count_backward(k, self.counter)
         return k
 
     def step(self, t0: float, y0: Tensor, k0: Tensor, h: float, t1: float):
