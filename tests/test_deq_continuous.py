@@ -68,3 +68,70 @@ def test_bad_options():
         SteadyState(t_max=0)
     with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
         SteadyState(max_steps=0)
+
+
+def _two_speed_problem():
+    """Sample 0: large and fast (‖A‖ = 0.3, ‖b‖ ~ 10); sample 1: small and slow (‖A‖ = 0.95, ‖b‖ ~ 0.1),
+    so the batch's residual norm is dominated by the sample that settles first."""
+    g = torch.Generator().manual_seed(1)
+    d = 6
+    A = torch.randn(2, d, d, generator=g, dtype=F64)
+    A = torch.tensor([0.3, 0.95], dtype=F64)[:, None, None] * A / torch.linalg.matrix_norm(A, ord=2)[:, None, None]
+    b = torch.randn(2, d, generator=g, dtype=F64) * torch.tensor([[10.0], [0.1]], dtype=F64)
+
+    def f(z):
+        return torch.bmm(A, z.unsqueeze(-1)).squeeze(-1) + b
+
+    return f
+
+
+def test_batch_criterion_tests_the_batch_norm_and_still_reports_each_sample():
+    f = _two_speed_problem()
+    z0 = torch.zeros(2, 6, dtype=F64)
+    rtol = 1e-3
+    per_sample = SteadyState(rtol=rtol, atol=1e-12, ode_atol=1e-8).solve(f, z0)
+    batch = SteadyState(rtol=rtol, atol=1e-12, ode_atol=1e-8, criterion="batch").solve(f, z0)
+    assert per_sample.stats.outcome is Outcome.SUCCESSFUL and batch.stats.outcome is Outcome.SUCCESSFUL
+    assert batch.stats.n_iter < per_sample.stats.n_iter
+    # independent check of what each solve promised, from the returned z
+    for sol in (per_sample, batch):
+        r, fz = f(sol.z) - sol.z, f(sol.z)
+        rel = r.norm(dim=1) / fz.norm(dim=1)
+        torch.testing.assert_close(sol.stats.residual, rel, rtol=1e-10, atol=0)
+        assert torch.equal(sol.stats.converged, rel <= rtol)
+    assert bool((f(per_sample.z) - per_sample.z).norm(dim=1).le(rtol * f(per_sample.z).norm(dim=1)).all())
+    r, fz = f(batch.z) - batch.z, f(batch.z)
+    assert float(r.norm() / fz.norm()) <= rtol
+    assert batch.stats.history[-1] == pytest.approx(float(r.norm() / fz.norm()), rel=1e-10)
+    # the slow, small sample is honestly reported above tolerance
+    assert not bool(batch.stats.converged[1]) and float(batch.stats.residual[1]) > rtol
+
+
+def test_integrator_tolerances_are_separate_from_the_stopping_test():
+    f, z_star = linear_problem()
+    z0 = torch.zeros_like(z_star)
+    default = SteadyState(rtol=1e-6, atol=1e-9).solve(f, z0)
+    explicit = SteadyState(rtol=1e-6, atol=1e-9, ode_rtol=1e-6, ode_atol=1e-9).solve(f, z0)
+    assert explicit.stats.nfe == default.stats.nfe and torch.equal(explicit.z, default.z)
+    tight = SteadyState(rtol=1e-6, atol=1e-9, ode_rtol=1e-10, ode_atol=1e-12).solve(f, z0)
+    assert tight.stats.nfe > default.stats.nfe
+    for sol in (default, tight):  # the stopping test is the same, whatever the step sizes
+        assert sol.stats.outcome is Outcome.SUCCESSFUL
+        assert float(sol.stats.residual.max()) <= 1e-6
+        torch.testing.assert_close(sol.z, z_star, rtol=0, atol=1e-5 * float(z_star.abs().max()))
+    # why they are separate: an integrator tolerance far above the stopping test lets the explicit
+    # solver step at its stability limit, where the residual stalls near the integrator tolerance;
+    # the solve says so instead of claiming success
+    loose = SteadyState(rtol=1e-6, atol=1e-9, ode_rtol=1e-2, ode_atol=1e-2).solve(f, z0)
+    assert loose.stats.outcome is Outcome.NOT_CONVERGED and "reached t_max" in loose.stats.message
+    assert 1e-6 < float(loose.stats.residual.max()) < 1e-2
+    assert not bool(loose.stats.converged.all())
+
+
+def test_bad_steady_state_options_name_the_argument():
+    with pytest.raises(ValueError, match="SteadyState: criterion must be 'per_sample' or 'batch', got 'mean'"):
+        SteadyState(criterion="mean")
+    with pytest.raises(ValueError, match="SteadyState: ode_atol must be a positive number, got 0"):
+        SteadyState(ode_atol=0)
+    with pytest.raises(ValueError, match="SteadyState: ode_rtol must be a positive number, got -1"):
+        SteadyState(ode_rtol=-1)

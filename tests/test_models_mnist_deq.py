@@ -123,3 +123,35 @@ def test_run_records_quote_the_paper_row_of_their_own_solver_and_regularization(
     assert paper_of(cfg("--solver", "continuous", "--jacobian-reg")) == mnist_deq.PAPER_JR["skipdeq"]
     assert paper_of(cfg("--solver", "newton")) is None  # the paper has no discrete MNIST FC row
     assert mnist_deq.PAPER["deq"]["test_nfe"] != mnist_deq.PAPER_JR["deq"]["test_nfe"]
+
+
+def test_continuous_steady_state_tests():
+    from implicit.deq import SteadyState
+    from train import mnist
+
+    torch.manual_seed(1)
+    images = _images(n=8)
+    batch = BUILDERS["deq"](solver="continuous")
+    per_sample = BUILDERS["deq"](solver="continuous", steady_state_test="per_sample")
+    per_sample.load_state_dict(batch.state_dict())
+    # the papers' test: one batch-wide relative residual; integrator rtol = tol, atol = tol / 10
+    s = batch.deq.solver
+    assert isinstance(s, SteadyState) and s.criterion == "batch" and s.rtol == s.ode_rtol == 0.005
+    assert s.ode_atol == pytest.approx(0.0005)
+    assert per_sample.deq.solver.criterion == "per_sample"
+    with torch.no_grad():
+        x = batch.embed(images.flatten(1))
+        zb, sb = batch.deq(x)
+        zp, sp = per_sample.deq(x)
+        # what each test promised, checked on the returned z
+        rb, fb = batch.cell(zb, x) - zb, batch.cell(zb, x)
+        rp, fp = per_sample.cell(zp, x) - zp, per_sample.cell(zp, x)
+    assert sb.outcome.ok and sp.outcome.ok
+    assert float(rb.norm() / fb.norm()) <= 0.005
+    assert bool((rp.norm(dim=1) <= 0.005 * fp.norm(dim=1)).all())
+    assert sp.nfe_forward >= sb.nfe_forward
+    assert mnist.parse_config(["--model", "deq"]).steady_state_test == "batch"
+    assert mnist.parse_config(["--model", "deq", "--steady-state-test", "per_sample"]).steady_state_test == "per_sample"
+    assert mnist.parse_config(["--model", "deq", "--solver", "newton"]).steady_state_test is None
+    with pytest.raises(SystemExit):
+        mnist.parse_config(["--model", "deq", "--solver", "newton", "--steady-state-test", "batch"])

@@ -108,7 +108,8 @@ FAMILIES = (
         paper={"epochs": 25, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "lr_decay": 0.0,
                "limit_train": None, "limit_test": None},
         tolerance=_deq_tolerance,
-        extra_options=lambda c: {"solver": c.solver, "jacobian_reg": c.jacobian_reg},
+        extra_options=lambda c: {"solver": c.solver, "jacobian_reg": c.jacobian_reg,
+                                 **({"steady_state_test": c.steady_state_test} if c.steady_state_test else {})},
         description="fully connected DEQs (see models.mnist_deq)",
     ),
     Family(
@@ -180,6 +181,7 @@ class MNISTConfig:
     atol: float | None = None
     solver: str = "continuous"
     jacobian_reg: bool = False
+    steady_state_test: str | None = None  # continuous DEQ only
     reg_weights: tuple[tuple[str, float], ...] = ()
     limit_train: int | None
     limit_test: int | None
@@ -265,6 +267,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--solver", default="continuous", choices=("continuous", "newton", "broyden"),
                    help="DEQ models only: forward solver (default: continuous)")
     p.add_argument("--jacobian-reg", action="store_true", help="DEQ models only: Jacobian regularization (λ 1.0)")
+    p.add_argument("--steady-state-test", default=None, choices=("batch", "per_sample"),
+                   help="continuous DEQ only: stop when the batch's relative residual is below --rtol (the "
+                        "papers' test, default) or when every sample's is")
     p.add_argument("--reg-weight", type=_reg_weight, action="append", default=[], metavar="NAME=VALUE",
                    help="override a regularizer weight by name with a constant, e.g. error=50 or stiffness=0.1 "
                         "(repeatable; default: the paper's weights for the model)")
@@ -307,6 +312,12 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
             values[key] = None
     if family.name != "deq" and (args.solver != "continuous" or args.jacobian_reg):
         parser.error(f"--solver and --jacobian-reg apply to DEQ models only, not --model {args.model}")
+    steady_state_test = None
+    if family.name == "deq" and args.solver == "continuous":
+        steady_state_test = args.steady_state_test or "batch"
+    elif args.steady_state_test is not None:
+        parser.error("--steady-state-test applies to DEQ models with --solver continuous only, "
+                     f"not --model {args.model} --solver {args.solver}")
     if values["optimizer"] == "adam" and args.momentum not in (None, 0.0):
         parser.error("--momentum applies to --optimizer sgd only")
     try:
@@ -315,7 +326,7 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
         parser.error(str(e))
     return MNISTConfig(
         model=args.model, preset=args.preset, **values, weight_decay=args.weight_decay, rtol=args.rtol, atol=args.atol,
-        solver=args.solver, jacobian_reg=args.jacobian_reg, reg_weights=tuple(args.reg_weight),
+        solver=args.solver, jacobian_reg=args.jacobian_reg, steady_state_test=steady_state_test, reg_weights=tuple(args.reg_weight),
         eval_batch_size=args.eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
         download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
         resume=args.resume, stop_after_epoch=args.stop_after_epoch, threads=args.threads, progress=args.progress,

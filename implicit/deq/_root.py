@@ -26,7 +26,8 @@ class RootStats:
 
     ``nfe`` counts batched calls of f plus Jacobian-vector products (``n_jvp`` of them).
     ``residual`` is the per-sample relative residual ‖f(z) − z‖ / ‖f(z)‖ of the returned z;
-    ``history`` the largest per-sample relative residual after each iteration (index 0 = start).
+    ``history`` the largest per-sample relative residual after each iteration (index 0 = start);
+    for a solver stopping on the batch criterion (``SteadyState(criterion="batch")``), the batch's.
     """
 
     nfe: int
@@ -124,20 +125,31 @@ class Evaluator:
 class Monitor:
     """Per-sample residual test, history, and the single host sync per iteration."""
 
-    def __init__(self, *, tol: float, abs_tol: float):
+    def __init__(self, *, tol: float, abs_tol: float, batch: bool = False):
         self.tol = tol
         self.abs_tol = abs_tol
+        # batch=True: "all converged" means the residual of the whole batch, as one vector, passes
+        # the test (the criterion of steady-state solvers that treat the batch as one ODE state);
+        # the per-sample residuals and flags are still computed and reported as they are.
+        self.batch = batch
         self.history: list[float] = []
 
     def check(self, z: Tensor, fz: Tensor) -> tuple[Tensor, Tensor, bool, bool]:
         """Return (relative residual (B,), converged (B,), all converged, all finite)."""
         rn = norms(fz - z)
         fn = norms(fz)
-        rel = rn / fn.clamp_min(torch.finfo(fn.dtype).tiny)
+        tiny = torch.finfo(fn.dtype).tiny
+        rel = rn / fn.clamp_min(tiny)
         conv = (rn <= self.tol * fn) | (rn <= self.abs_tol)
         finite = torch.isfinite(rn).all()
+        if self.batch:
+            rn_all, fn_all = rn.square().sum().sqrt(), fn.square().sum().sqrt()
+            passed = (rn_all <= self.tol * fn_all) | (rn_all <= self.abs_tol)
+            measure = rn_all / fn_all.clamp_min(tiny)
+        else:
+            passed, measure = conv.all(), rel.max()
         # one sync for all three decisions
-        summary = torch.stack([conv.all().to(rel.dtype), rel.max(), finite.to(rel.dtype)]).tolist()
+        summary = torch.stack([passed.to(rel.dtype), measure, finite.to(rel.dtype)]).tolist()
         all_conv, worst, all_finite = bool(summary[0]), summary[1], bool(summary[2])
         self.history.append(worst)
         return rel, conv, all_conv, all_finite
