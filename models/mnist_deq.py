@@ -8,8 +8,9 @@ logits = W₃z* (128 -> 10). Variants differ only in how the solve starts:
 * ``skipregdeq`` z₀ = f(0, x) (Skip DEQ V2, no extra network); auxiliary loss ‖f(z*, x) − f(0, x)‖₁
 
 each solved continuously (dz/dt = f(z, x) − z with Tsit5 until the relative residual is below
-``tol``: by default of the batch as one vector with integrator tolerances rtol = atol = tol, the
-continuous-DEQ papers' setting; ``steady_state_test="per_sample"`` asks it of every sample) or discretely (Newton–Krylov, or Broyden), optionally with Jacobian regularization.
+``tol``: by default of the batch as one vector, the continuous-DEQ papers' test, with integrator
+rtol = tol and atol = tol/10; ``steady_state_test="per_sample"`` asks it of every sample) or
+discretely (Newton–Krylov, or Broyden), optionally with Jacobian regularization.
 The model reports the unweighted "skip" and "jacobian" losses; the training script weights them
 (paper: λ_skip = 0.01, λ_jac = 1.0).
 """

@@ -12,7 +12,7 @@ results/mnist_deq/steady_state_probe.md. One torch thread.
 
 from __future__ import annotations
 
-import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +37,7 @@ def probe(model, images, labels, batch_size):
     for criterion, ode_atol in SETTINGS:
         model.deq.solver = SteadyState(rtol=TOL, atol=1e-6, ode_rtol=TOL, ode_atol=ode_atol, criterion=criterion,
                                        max_steps=50)
-        nfe, failed, correct, worst, n = [], 0, 0, 0.0, 0
+        nfe, failed, correct, worst = [], 0, 0, 0.0
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
                 out = model(images[i:i + batch_size])
@@ -45,15 +45,12 @@ def probe(model, images, labels, batch_size):
                 failed += not out.stats.outcome.ok
                 correct += int((out.logits.argmax(1) == labels[i:i + batch_size]).sum())
                 worst = max(worst, float(out.stats.residual.max()))
-                n += 1
-        rows.append((criterion, ode_atol, sum(nfe) / len(nfe), failed, n, 100 * correct / len(images), worst))
+        rows.append((criterion, ode_atol, sum(nfe) / len(nfe), failed, len(nfe), 100 * correct / len(images), worst))
     return rows
 
 
 def main(argv):
     torch.set_num_threads(1)
-    import os
-
     test = load_mnist(os.environ.get("IMPLICIT_DATA") or ROOT.parent / "shared" / "data", train=False)
     images, labels = test.x[:640], test.y[:640]
     models = []
