@@ -41,6 +41,21 @@ def test_continuous_deq_reaches_the_discrete_fixed_point_and_gradient(block):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_start_is_evaluated_once_and_every_evaluation_is_counted():
+    f, z_star = linear_problem()
+    calls = []
+
+    def counted(z):
+        calls.append(z)
+        return f(z)
+
+    z0 = torch.zeros_like(z_star)
+    sol = SteadyState(rtol=1e-6, atol=1e-9).solve(counted, z0)
+    assert sol.stats.outcome is Outcome.SUCCESSFUL and sol.stats.n_iter > 0
+    assert sol.stats.nfe == len(calls)
+    assert sum(torch.equal(z, z0) for z in calls) == 1  # the start check's f(z0) seeds the integrator
+
+
 def test_start_at_the_root_takes_no_step():
     f, z_star = linear_problem()
     sol = SteadyState(rtol=1e-6).solve(f, f(z_star))

@@ -80,6 +80,13 @@ def test_stop_needs_two_times():
         odeint(decay, Y0, torch.tensor([0.0, 0.5, 1.0], dtype=F64), stop=lambda t, y, fy: False)
 
 
+def test_f0_must_match_y0():
+    with pytest.raises(ValueError, match=r"f0 must be f\(t\[0\], y0\).*\(2, 3\) torch.float64.*got Tensor \(3,\)"):
+        odeint(decay, Y0, T, f0=torch.zeros(3, dtype=F64))
+    with pytest.raises(ValueError, match=r"f0 must be.*got float"):
+        odeint(decay, Y0, T, f0=1.0)
+
+
 def test_f_not_callable_or_wrong_output():
     with pytest.raises(TypeError, match="f must be callable"):
         odeint(3, Y0, T)

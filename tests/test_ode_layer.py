@@ -146,6 +146,26 @@ def test_stop_hook_ends_at_steady_state(solver):
     assert torch.allclose(sol.ys[-1], b * (1 - math.exp(-sol.stats.t_final)), rtol=1e-6)
 
 
+def test_known_f0_replaces_the_first_evaluation():
+    # same steps, same solution, one evaluation fewer; the caller's f0 is the one the solver uses
+    b = torch.tensor([[2.0, -1.0, 0.5]], dtype=F64)
+    calls = []
+
+    def f(t, z):
+        calls.append(z)
+        return b - z
+
+    t = torch.tensor([0.0, 3.0], dtype=F64)
+    y0 = torch.zeros_like(b)
+    plain = odeint(f, y0, t, rtol=1e-6, atol=1e-9)
+    n_plain = len(calls)
+    calls.clear()
+    known = odeint(f, y0, t, rtol=1e-6, atol=1e-9, f0=b - y0)
+    assert len(calls) == n_plain - 1 and known.stats.nfe_forward == plain.stats.nfe_forward - 1
+    assert not any(z is y0 for z in calls)  # the start was never evaluated again
+    assert torch.equal(known.ys, plain.ys) and torch.equal(known.stats.step_sizes, plain.stats.step_sizes)
+
+
 def test_stop_hook_that_never_fires_reaches_the_end():
     sol = odeint(lambda t, z: -z, Z0, torch.tensor([0.0, 1.0], dtype=F64), stop=lambda t, z, fz: False)
     assert sol.stats.t_final == 1.0 and sol.ts.tolist() == [0.0, 1.0]

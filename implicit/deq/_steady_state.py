@@ -73,14 +73,15 @@ class SteadyState(RootSolver):
 
         # the start itself may already be a root: the ODE solver only checks after a step
         fz0 = ev(z0)
-        stop(None, z0, fz0 - z0)
+        dz0 = fz0 - z0
+        stop(None, z0, dz0)
         ode_outcome, ode_message, n_steps = Outcome.SUCCESSFUL, "", 0
         if not last["all"] and last["finite"]:
             t = torch.tensor([0.0, self.t_max], dtype=z0.dtype, device=z0.device)
             sol = odeint(rhs, z0, t, solver=self.solver,
                          rtol=self.rtol if self.ode_rtol is None else self.ode_rtol,
                          atol=self.atol if self.ode_atol is None else self.ode_atol,
-                         max_steps=self.max_steps, throw=False, stop=stop, record=False)
+                         max_steps=self.max_steps, throw=False, stop=stop, record=False, f0=dz0)
             ode_outcome, ode_message, n_steps = sol.stats.outcome, sol.stats.message, sol.stats.n_accepted
         result = finish(z=last["z"], rel=last["rel"], conv=last["conv"], all_conv=last["all"],
                         all_finite=last["finite"], n_iter=n_steps, ev=ev, monitor=mon,

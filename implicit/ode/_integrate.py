@@ -181,6 +181,7 @@ def odeint(
     throw: bool = True,
     stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None,
     record: bool = True,
+    f0: Tensor | None = None,
 ) -> ODESolution:
     """Solve dy/dt = f(t, y), y(t[0]) = y0, returning y at every time in ``t``.
 
@@ -192,7 +193,9 @@ def odeint(
     attempted steps (accepted + rejected). ``stop(t, y, fy)``, allowed when ``len(t) == 2``, is
     called after each accepted step with fy = f(t, y); when it returns true the solve ends there
     (``ys[-1]`` is that state, ``stats.t_final`` its time). ``record=False`` skips the in-graph
-    error/stiffness records (their stats fields are then None).
+    error/stiffness records (their stats fields are then None). ``f0`` is f(t[0], y0) when the
+    caller already has it (a steady-state solve checks its start first); it replaces the first
+    evaluation and is not counted in ``stats.nfe_forward``.
 
     A failed solve (outcome not SUCCESSFUL) raises :class:`~implicit.SolverError` when ``throw``;
     otherwise it returns the outcome, with NaN at the output times it did not reach.
@@ -225,14 +228,21 @@ def odeint(
             raise ValueError(f"{type(solver).__name__} is a fixed-step solver: give it dt, e.g. {type(solver).__name__}(dt=0.01)")
     elif dt is not None and dt0 is not None:
         raise ValueError("dt0 (first adaptive step) and dt (fixed steps) exclude each other; give one")
-    return _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record).run()
+    if f0 is not None and not (isinstance(f0, Tensor) and f0.shape == y0.shape and f0.dtype == y0.dtype
+                               and f0.device == y0.device):
+        got = f"{type(f0).__name__} {tuple(f0.shape)} {f0.dtype} on {f0.device}" if isinstance(f0, Tensor) \
+            else type(f0).__name__
+        raise ValueError(f"f0 must be f(t[0], y0): a tensor of y0's shape, dtype and device "
+                         f"{tuple(y0.shape)} {y0.dtype} on {y0.device}, got {got}")
+    return _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0).run()
 
 
 class _Integrator:
     """State of one solve. Times and step sizes are Python floats (float64, detached by design)."""
 
-    def __init__(self, f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record):
+    def __init__(self, f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0=None):
         self.f, self.y0, self.ts, self.t, self.solver = f, y0, ts, t, solver
+        self.f0 = f0
         self.tab = solver.tableau
         self.rtol, self.atol, self.dt0, self.max_steps, self.dt = rtol, atol, dt0, max_steps, dt
         self.throw, self.stop = throw, stop
@@ -301,7 +311,13 @@ class _Integrator:
         want_S = self.record and tab.stiffness_stages is not None
         solver = self.solver
 
-        k0 = self.call(t0, y0)
+        if self.f0 is None:
+            k0 = self.call(t0, y0)
+        else:
+            k0 = self.f0
+            if self.grad and k0.requires_grad:
+                # its graph is the caller's, but backward through it is still one VJP of f
+                k0 = count_backward(k0, self.counter)
         if not fixed:
             if not bool(torch.isfinite(k0).all()):
                 return self.finish(outs, E_list, S_list, h_list, 0, 0, t0, Outcome.NONFINITE,
