@@ -64,6 +64,38 @@ def _pm(xs, spec):
     return spec.format(m) + ("" if sd is None else " ± " + spec.replace("+", "").format(sd))
 
 
+def seeded_paper_table(seeded, weight) -> str:
+    """The paper's table shape (continuous, without / with JR) from the several-seed groups at one
+    skip-loss weight: means over the seeds that finished, ratios paired by seed, paper in parentheses."""
+    names = {"deq": "vanilla DEQ", "skipdeq": "Skip DEQ", "skipregdeq": "Skip DEQ V2 (SkipReg)"}
+    plain, jr = f"continuous{SEEDED}", f"continuous_jr{SEEDED}"
+    head = ["model", "seeds (no JR / JR)", "test % (no JR / JR)", "test NFE (no JR / JR)",
+            "NFE ratio vanilla/variant (no JR / JR)", "train min (no JR / JR)", "predict s/batch (no JR / JR)"]
+    out = [f"\n**continuous, λ_skip = {weight:g}** (groups `{plain}`, `{jr}`; mean over seeds, paper in parentheses)\n",
+           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for m in VARIANTS:
+        cells = {k: [] for k in head[1:]}
+        for g, paper_src in ((plain, PAPER), (jr, PAPER_JR)):
+            runs = seeded.get(g, {})
+            w = None if m == "deq" else weight
+            done = {sd: r["summary"] for (mm, ww, sd), r in runs.items() if (mm, ww) == (m, w) and r.get("complete")}
+            base = {sd: r["summary"] for (mm, ww, sd), r in runs.items() if mm == "deq" and r.get("complete")}
+            paper, pbase = paper_src[m], paper_src["deq"]
+
+            def mean(key, spec, scale=1.0):
+                return _fmt(sum(v[key] for v in done.values()) / len(done) * scale, spec) if done else "–"
+
+            ratio = [base[sd]["test_nfe"] / done[sd]["test_nfe"] for sd in done if sd in base]
+            cells[head[1]].append(",".join(map(str, sorted(done))) or "–")
+            cells[head[2]].append(f"{_pm([v['test_acc'] for v in done.values()], '{:.2f}')} ({paper['test_acc']:.2f})")
+            cells[head[3]].append(f"{_pm([v['test_nfe'] for v in done.values()], '{:.1f}')} ({paper['test_nfe']:.1f})")
+            cells[head[4]].append(f"{_pm(ratio, '{:.2f}') if ratio else '–'} ({pbase['test_nfe'] / paper['test_nfe']:.2f})")
+            cells[head[5]].append(f"{mean('train_time_s', '{:.1f}', 1 / 60)} ({paper['train_time_s'] / 60:.2f})")
+            cells[head[6]].append(f"{mean('predict_s_per_batch', '{:.4f}')} ({paper['predict_s_per_batch']:.3f})")
+        out.append("| " + " | ".join([names[m]] + [" / ".join(v) for v in cells.values()]) + " |")
+    return "\n".join(out) + "\n"
+
+
 def seeded_table(seeded, share) -> str:
     """Mean ± standard deviation over seeds; ratios and accuracy changes pair each run with the
     vanilla run of the same group and seed. ``share``: implicit_share.py's numbers by run."""
@@ -224,7 +256,10 @@ def main():
                 "mean ± standard deviation over seeds. λ_skip 0.01 is the paper's stated weight, 5 the one "
                 "in the authors' MNIST FC script. Active units and implicit share come from "
                 "`implicit_share.py` on the saved checkpoints: 0 means ∂f/∂z = 0 at z*, i.e. the trained "
-                "layer computes the explicit f(0, x) and is no longer implicit.\n\n" + seeded_table(seeded, share))
+                "layer computes the explicit f(0, x) and is no longer implicit.\n"
+                + "".join(seeded_paper_table(seeded, w) for w in sorted(
+                    {k[1] for runs in seeded.values() for k in runs if k[1] is not None}, reverse=True))
+                + "\n**Every several-seed run**\n\n" + seeded_table(seeded, share))
                if seeded else "")
             + "\n## Every group\n\n" + table(groups))
     (HERE / "table.md").write_text(text)
