@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from implicit import Outcome, SolverError
 from models._base import ZooOutput
 from train import _checkpoint, _data, _distributed, _results, _trainer, report
 
@@ -277,6 +278,37 @@ def test_model_must_return_zoo_output(mnist_small, tmp_path):
                      train_data=train, test_data=test, loop=_trainer.LoopConfig(batch_size=64, steps=1),
                      weights={"act": 0.1}, ctx=_distributed.setup("cpu"), out_dir=tmp_path,
                      run=_trainer.RunInfo(name="x", script="tests", model="x"), config={})
+
+
+class FailsAt(TinyMLP):
+    """TinyMLP whose forward raises a solver failure at one training call."""
+
+    def __init__(self, at):
+        super().__init__(dropout=0.0)
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                raise SolverError("forward solve stopped: NaN", Outcome.NONFINITE)
+        return super().forward(x)
+
+
+def test_a_run_that_fails_says_so_in_its_record(mnist_small, tmp_path):
+    train, test = mnist_small  # 640 images, batch 64: 10 steps per epoch, so call 15 is in epoch 2
+    model = FailsAt(15)
+    with pytest.raises(SolverError, match="NaN"):
+        _trainer.fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
+                     train_data=train, test_data=test, loop=_trainer.LoopConfig(batch_size=64, epochs=3, progress=False),
+                     weights={}, ctx=_distributed.setup("cpu"), out_dir=tmp_path,
+                     run=_trainer.RunInfo(name="x", script="tests", model="x"), config={}, log=lambda _m: None)
+    saved = json.loads((tmp_path / "x.json").read_text())
+    assert saved["complete"] is False and [h["epoch"] for h in saved["history"]] == [1.0]
+    failure = saved["failure"]
+    assert (failure["step"], failure["epoch"]) == (14, 1.4)
+    assert failure["error"].startswith("SolverError: forward solve stopped: NaN (nonfinite)")
+    assert (tmp_path / "checkpoints" / "x.pt").is_file()  # the last finished epoch is kept to inspect or resume
 
 
 def test_step_budget_with_rounds_shorter_than_an_epoch(mnist_small, tmp_path):

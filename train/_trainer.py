@@ -376,120 +376,128 @@ def fit(
     if show_bar:
         from tqdm.auto import tqdm as bar_cls  # noqa: N813
 
-    while step < total:
-        round_end = min(total, (step // eval_every + 1) * eval_every)
-        ddp_model.train()
-        sums = _Sums()
-        seen: set[str] = set()
-        bar = bar_cls(total=round_end - step, desc=f"epoch {step / spe:.2f}", leave=False, dynamic_ncols=True) if show_bar else None
-        it, it_epoch = None, -1
-        while step < round_end:
-            epoch, b = divmod(step, spe)
-            if epoch != it_epoch:
-                it = _data.batches(train_data, batch_size=loop.batch_size, seed=loop.seed, epoch=epoch, shuffle=True,
-                                   rank=ctx.rank, world_size=ctx.world_size, start=b, augment=loop.augment)
-                it_epoch = epoch
-            _sync(ctx.device)
-            t0 = time.perf_counter()
-            x, y = next(it)
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            progress = step / total
-            out = ddp_model(x)
-            if not isinstance(out, ZooOutput):
-                raise TypeError(f"a zoo model's forward must return ZooOutput, got {type(out).__name__}")
-            ce = F.cross_entropy(out.logits, y)
-            loss = ce
-            for name, w in weights.items():
-                if name in out.regularizers:
-                    loss = loss + w(progress) * out.regularizers[name]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if loop.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), loop.clip_grad_norm)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            _sync(ctx.device)
-            dt = time.perf_counter() - t0
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"training loss became {loss_value} at step {step} (epoch {epoch}); lower the learning rate, "
-                    f"clip gradients (clip_grad_norm), or lower the regularizer weights"
-                )
-            n = len(y)
-            sums.seconds += dt
-            sums.n += n
-            sums.batches += 1
-            sums.loss += loss_value * n
-            sums.ce += float(ce.detach()) * n
-            sums.correct += float((out.logits.detach().argmax(1) == y).sum())
-            sums.nfe_f += float(out.nfe_forward)
-            nb = _backward_nfe(out.stats)
-            if nb is not None:
-                sums.nfe_b += nb
-                sums.nfe_b_batches += 1
-            sums.add_named("reg", out.regularizers)
-            sums.add_named("metric", out.metrics)
-            seen.update(out.regularizers)
-            step += 1
+    try:
+        while step < total:
+            round_end = min(total, (step // eval_every + 1) * eval_every)
+            ddp_model.train()
+            sums = _Sums()
+            seen: set[str] = set()
+            bar = bar_cls(total=round_end - step, desc=f"epoch {step / spe:.2f}", leave=False, dynamic_ncols=True) if show_bar else None
+            it, it_epoch = None, -1
+            while step < round_end:
+                epoch, b = divmod(step, spe)
+                if epoch != it_epoch:
+                    it = _data.batches(train_data, batch_size=loop.batch_size, seed=loop.seed, epoch=epoch, shuffle=True,
+                                       rank=ctx.rank, world_size=ctx.world_size, start=b, augment=loop.augment)
+                    it_epoch = epoch
+                _sync(ctx.device)
+                t0 = time.perf_counter()
+                x, y = next(it)
+                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+                progress = step / total
+                out = ddp_model(x)
+                if not isinstance(out, ZooOutput):
+                    raise TypeError(f"a zoo model's forward must return ZooOutput, got {type(out).__name__}")
+                ce = F.cross_entropy(out.logits, y)
+                loss = ce
+                for name, w in weights.items():
+                    if name in out.regularizers:
+                        loss = loss + w(progress) * out.regularizers[name]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if loop.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), loop.clip_grad_norm)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                _sync(ctx.device)
+                dt = time.perf_counter() - t0
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"training loss became {loss_value} at step {step} (epoch {epoch}); lower the learning rate, "
+                        f"clip gradients (clip_grad_norm), or lower the regularizer weights"
+                    )
+                n = len(y)
+                sums.seconds += dt
+                sums.n += n
+                sums.batches += 1
+                sums.loss += loss_value * n
+                sums.ce += float(ce.detach()) * n
+                sums.correct += float((out.logits.detach().argmax(1) == y).sum())
+                sums.nfe_f += float(out.nfe_forward)
+                nb = _backward_nfe(out.stats)
+                if nb is not None:
+                    sums.nfe_b += nb
+                    sums.nfe_b_batches += 1
+                sums.add_named("reg", out.regularizers)
+                sums.add_named("metric", out.metrics)
+                seen.update(out.regularizers)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.3f}", nfe=out.nfe_forward, refresh=False)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", nfe=out.nfe_forward, refresh=False)
-        if bar is not None:
-            bar.close()
+                bar.close()
 
-        red = _reduce(sums, ctx)
-        train_time += red.seconds
-        if not warned_missing:
-            never = sorted(set(weights) - set().union(*_distributed.gather_objects(sorted(seen), ctx)))
-            if never:
-                say(f"warning: weighted regularizers {never} never appeared in the model's output this round; "
-                    f"their weights have no effect")
-            warned_missing = True
-        _sync(ctx.device)
-        t_eval = time.perf_counter()
-        ev = evaluate(ddp_model, test_data, batch_size=eval_bs, ctx=ctx)
-        _sync(ctx.device)
-        eval_s = time.perf_counter() - t_eval
-        named = {k: s / c for k, (s, c) in red.named.items() if c > 0}
-        row = {
-            "epoch": step / spe, "step": step,
-            "train_loss": red.loss / red.n, "train_ce": red.ce / red.n,
-            "train_acc": 100.0 * red.correct / red.n,
-            "nfe_forward": red.nfe_f / red.batches,
-            "nfe_backward": red.nfe_b / red.nfe_b_batches if red.nfe_b_batches else None,
-            **ev,
-            "regularizers": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("reg/")},
-            "metrics": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("metric/")},
-            "weights": {k: w((step - 1) / total) for k, w in weights.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_s": red.seconds, "train_time_s": train_time, "eval_s": eval_s,
-        }
-        history.append(row)
-        rounds_done += 1
-        new_cols = _row_columns(row)
-        if cols is None or [c[0] for c in new_cols] != [c[0] for c in cols]:
-            cols = new_cols
-            say(format_header(cols))
-        say(format_row(row, cols))
+            red = _reduce(sums, ctx)
+            train_time += red.seconds
+            if not warned_missing:
+                never = sorted(set(weights) - set().union(*_distributed.gather_objects(sorted(seen), ctx)))
+                if never:
+                    say(f"warning: weighted regularizers {never} never appeared in the model's output this round; "
+                        f"their weights have no effect")
+                warned_missing = True
+            _sync(ctx.device)
+            t_eval = time.perf_counter()
+            ev = evaluate(ddp_model, test_data, batch_size=eval_bs, ctx=ctx)
+            _sync(ctx.device)
+            eval_s = time.perf_counter() - t_eval
+            named = {k: s / c for k, (s, c) in red.named.items() if c > 0}
+            row = {
+                "epoch": step / spe, "step": step,
+                "train_loss": red.loss / red.n, "train_ce": red.ce / red.n,
+                "train_acc": 100.0 * red.correct / red.n,
+                "nfe_forward": red.nfe_f / red.batches,
+                "nfe_backward": red.nfe_b / red.nfe_b_batches if red.nfe_b_batches else None,
+                **ev,
+                "regularizers": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("reg/")},
+                "metrics": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("metric/")},
+                "weights": {k: w((step - 1) / total) for k, w in weights.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_s": red.seconds, "train_time_s": train_time, "eval_s": eval_s,
+            }
+            history.append(row)
+            rounds_done += 1
+            new_cols = _row_columns(row)
+            if cols is None or [c[0] for c in new_cols] != [c[0] for c in cols]:
+                cols = new_cols
+                say(format_header(cols))
+            say(format_row(row, cols))
 
-        rng_states = _distributed.gather_objects(_checkpoint.rng_state(), ctx)
-        done = step >= total
-        record["history"] = history
-        record["summary"] = _summary(history, train_time)
-        record["complete"] = done
+            rng_states = _distributed.gather_objects(_checkpoint.rng_state(), ctx)
+            done = step >= total
+            record["history"] = history
+            record["summary"] = _summary(history, train_time)
+            record["complete"] = done
+            if ctx.is_main:
+                _checkpoint.save_checkpoint(
+                    ckpt_path, model=_distributed.unwrap_model(ddp_model), optimizer=optimizer, scheduler=scheduler,
+                    epoch=step // spe, step=step, history=history, config=compared, rng_states=rng_states,
+                    extra={"train_time_s": train_time},
+                )
+                _results.write_json(json_path, record)
+            _distributed.barrier(ctx)
+            if not done and loop.stop_after_round is not None and rounds_done >= loop.stop_after_round:
+                say(f"stopped after round {rounds_done} (step {step}/{total}) as asked; continue with --resume")
+                break
+    except Exception as e:
+        # the record says how the run ended, next to the last finished epoch it keeps (the checkpoint
+        # of that epoch stays too); without this a diverged run looks like one still in progress
+        record["failure"] = {"step": step, "epoch": step / spe, "error": f"{type(e).__name__}: {e}"}
         if ctx.is_main:
-            _checkpoint.save_checkpoint(
-                ckpt_path, model=_distributed.unwrap_model(ddp_model), optimizer=optimizer, scheduler=scheduler,
-                epoch=step // spe, step=step, history=history, config=compared, rng_states=rng_states,
-                extra={"train_time_s": train_time},
-            )
             _results.write_json(json_path, record)
-        _distributed.barrier(ctx)
-        if not done and loop.stop_after_round is not None and rounds_done >= loop.stop_after_round:
-            say(f"stopped after round {rounds_done} (step {step}/{total}) as asked; continue with --resume")
-            break
+        raise
 
     if step >= total and not record["complete"]:
         # resumed a run that had already finished: refresh the record
