@@ -64,6 +64,13 @@ def _pm(xs, spec):
     return spec.format(m) + ("" if sd is None else " ± " + spec.replace("+", "").format(sd))
 
 
+def _seeds_cell(runs, m, w, done) -> str:
+    """Finished seeds, then any seed whose run failed (its record says where)."""
+    failed = [f"seed {sd} failed at epoch {r['failure']['epoch']:.1f}" for (mm, ww, sd), r in sorted(runs.items())
+              if (mm, ww) == (m, w) and r.get("failure")]
+    return ", ".join([",".join(map(str, sorted(done))) or "none finished"] + failed)
+
+
 def seeded_paper_table(seeded, weight) -> str:
     """The paper's table shape (continuous, without / with JR) from the several-seed groups at one
     skip-loss weight: means over the seeds that finished, ratios paired by seed, paper in parentheses."""
@@ -86,7 +93,7 @@ def seeded_paper_table(seeded, weight) -> str:
                 return _fmt(sum(v[key] for v in done.values()) / len(done) * scale, spec) if done else "–"
 
             ratio = [base[sd]["test_nfe"] / done[sd]["test_nfe"] for sd in done if sd in base]
-            cells[head[1]].append(",".join(map(str, sorted(done))) or "–")
+            cells[head[1]].append(_seeds_cell(runs, m, w, done))
             cells[head[2]].append(f"{_pm([v['test_acc'] for v in done.values()], '{:.2f}')} ({paper['test_acc']:.2f})")
             cells[head[3]].append(f"{_pm([v['test_nfe'] for v in done.values()], '{:.1f}')} ({paper['test_nfe']:.1f})")
             cells[head[4]].append(f"{_pm(ratio, '{:.2f}') if ratio else '–'} ({pbase['test_nfe'] / paper['test_nfe']:.2f})")
@@ -107,7 +114,7 @@ def seeded_table(seeded, share) -> str:
         keys = sorted({(m, w) for m, w, _ in runs}, key=lambda k: (VARIANTS.index(k[0]), k[1] or 0))
         for m, w in keys:
             done = {sd: r for (mm, ww, sd), r in runs.items() if (mm, ww) == (m, w) and r.get("complete")}
-            if not done:
+            if not done and not any((mm, ww) == (m, w) and r.get("failure") for (mm, ww, _), r in runs.items()):
                 continue
             base = {sd: runs.get(("deq", None, sd)) for sd in done}
             paired = [sd for sd in done if base[sd] and base[sd].get("complete")]
@@ -119,7 +126,7 @@ def seeded_table(seeded, share) -> str:
             active = [share[stems[sd]]["active"] for sd in done if stems[sd] in share]
             frac = [share[stems[sd]]["share"] for sd in done if stems[sd] in share]
             lines.append("| " + " | ".join([
-                g, m, "–" if w is None else f"{w:g}", ",".join(str(sd) for sd in sorted(done)),
+                g, m, "–" if w is None else f"{w:g}", _seeds_cell(runs, m, w, done),
                 _pm(acc, "{:.2f}"), _pm(dacc, "{:+.2f}") if m != "deq" else "–",
                 _pm([sm[sd]["test_nfe"] for sd in done], "{:.1f}"),
                 _pm(ratio, "{:.2f}") if m != "deq" else "–",
