@@ -119,6 +119,16 @@ def test_presets_and_explicit_options():
     assert mnist.parse_config(["--limit-train", "0"]).limit_train is None
 
 
+def test_the_papers_schedule_is_recognised_however_it_was_asked_for():
+    deq = mnist.Registry.discover().entries["deq"][0]
+    by_hand = mnist.parse_config(["--model", "deq", "--limit-train", "0", "--limit-test", "0", "--epochs", "25",
+                                  "--batch-size", "32", "--optimizer", "adam", "--lr", "1e-3"])
+    assert by_hand.preset == "small" and mnist.schedule_differences(by_hand, deq) == []
+    assert mnist.schedule_differences(mnist.parse_config(["--model", "deq", "--preset", "paper"]), deq) == []
+    small = mnist.parse_config(["--model", "deq"])
+    assert mnist.schedule_differences(small, deq) == ["epochs 1 (paper 25)", "limit_train 10000 (paper all)"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -160,7 +170,8 @@ def test_one_epoch_writes_a_valid_record(tmp_path, capsys):
     assert row["regularizers"]["error"] > 0 and row["weights"]["error"] > 10.0
     assert {"R_E", "R_S", "accepted", "rejected"} <= set(row["metrics"])
     out = capsys.readouterr().out
-    assert "subset of 128 of 60000" in out and "This is a small run" in out
+    assert "subset of 128 of 60000" in out and "This is not the paper's schedule (epochs 1 (paper 75)" in out
+    assert rec["notes"].startswith("not the paper's schedule: epochs 1 (paper 75), batch_size 64 (paper 512)")
     assert (tmp_path / "checkpoints" / "ernode_seed0.pt").is_file()
 
 

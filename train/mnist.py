@@ -401,18 +401,27 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
             weights=weights, ctx=ctx, out_dir=config.out,
             run=_trainer.RunInfo(name=config.name, script=SCRIPT, model=config.model, baseline=family.baseline,
                                  paper=paper,
-                                 notes="" if config.preset == "paper" else "small preset/subset run, not the paper's schedule"),
+                                 notes=("not the paper's schedule: " + ", ".join(diff)) if (
+                                     diff := schedule_differences(config, family)) else ""),
             config=config, resume=config.resume, resume_ignore=RESUME_IGNORES, checkpoint_dir=config.checkpoint_dir,
             log=lambda m: print(m, flush=True),
         )
         if ctx.is_main:
-            print(_final_message(config, record, train, test), flush=True)
+            print(_final_message(config, record, train, test, family), flush=True)
         return record
     finally:
         _distributed.teardown(ctx)
 
 
-def _final_message(config: MNISTConfig, record: dict, train, test) -> str:
+def schedule_differences(config: MNISTConfig, family: Family) -> list[str]:
+    """Where the run's schedule differs from the paper's, e.g. ["epochs 2 (paper 25)"]; empty for
+    the paper's schedule however it was asked for (--preset paper or every option by hand)."""
+    return [f"{k} {getattr(config, k) if getattr(config, k) is not None else 'all'} "
+            f"(paper {v if v is not None else 'all'})"
+            for k, v in family.paper.items() if getattr(config, k) != v]
+
+
+def _final_message(config: MNISTConfig, record: dict, train, test, family: Family) -> str:
     s = record["summary"]
     if not record["complete"]:
         return f"stopped at epoch {s.get('epochs', 0):g} of {config.epochs}; results so far in {record['paths']['json']}"
@@ -422,9 +431,10 @@ def _final_message(config: MNISTConfig, record: dict, train, test) -> str:
         f"prediction {s['predict_s_per_batch']:.3f} s/batch; training {s['train_time_s']:.1f} s.",
         f"Trained {s['epochs']:g} epochs on {train.description}.",
     ]
-    if config.preset != "paper" or config.limit_train or config.limit_test:
-        lines.append("This is a small run, not the paper's experiment (all 60,000 images, the paper's epochs): "
-                     "expect lower accuracy; use --preset paper for the full schedule.")
+    diff = schedule_differences(config, family)
+    if diff:
+        lines.append(f"This is not the paper's schedule ({', '.join(diff)}): expect lower accuracy; "
+                     "use --preset paper for the full schedule.")
     lines.append(f"Record: {record['paths']['json']}  (table and plots: python -m train.report {config.out})")
     return "\n".join(lines)
 
