@@ -258,7 +258,7 @@ def main():
             "are marked incomplete (their numbers are from the last finished epoch) and left out of the "
             "paper-shaped table.\n\n"
             "## The paper's table, 25 epochs on all 60,000 images\n" + paper_table(groups)
-            + (("\n## Three seeds, and the skip-loss weight\n\n"
+            + (("\n## Several seeds, and the skip-loss weight\n\n"
                 "Groups from `run_seeds.sh` (test batch 32 as in the authors' script; current library code): "
                 "mean ± standard deviation over seeds. λ_skip 0.01 is the paper's stated weight, 5 the one "
                 "in the authors' MNIST FC script. Active units and implicit share come from "
