@@ -8,7 +8,7 @@ from implicit.deq import DEQ, GMRES, ImplicitBackward, NewtonKrylov, SteadyState
 from implicit.ode import Dopri5, RK4
 
 from test_deq_layer import Conv, Dense
-from test_deq_solvers import linear_problem
+from test_deq_solvers import linear_problem, two_speed_problem
 
 F64 = torch.float64
 
@@ -85,23 +85,8 @@ def test_bad_options():
         SteadyState(max_steps=0)
 
 
-def _two_speed_problem():
-    """Sample 0: large and fast (‖A‖ = 0.3, ‖b‖ ~ 10); sample 1: small and slow (‖A‖ = 0.95, ‖b‖ ~ 0.1),
-    so the batch's residual norm is dominated by the sample that settles first."""
-    g = torch.Generator().manual_seed(1)
-    d = 6
-    A = torch.randn(2, d, d, generator=g, dtype=F64)
-    A = torch.tensor([0.3, 0.95], dtype=F64)[:, None, None] * A / torch.linalg.matrix_norm(A, ord=2)[:, None, None]
-    b = torch.randn(2, d, generator=g, dtype=F64) * torch.tensor([[10.0], [0.1]], dtype=F64)
-
-    def f(z):
-        return torch.bmm(A, z.unsqueeze(-1)).squeeze(-1) + b
-
-    return f
-
-
 def test_batch_criterion_tests_the_batch_norm_and_still_reports_each_sample():
-    f = _two_speed_problem()
+    f = two_speed_problem()
     z0 = torch.zeros(2, 6, dtype=F64)
     rtol = 1e-3
     per_sample = SteadyState(rtol=rtol, atol=1e-12, ode_atol=1e-8).solve(f, z0)

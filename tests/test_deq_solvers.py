@@ -1,5 +1,6 @@
 """Root solvers and batched GMRES against exact linear solves; Newton–Krylov convergence order."""
 
+import dataclasses
 import math
 
 import pytest
@@ -29,6 +30,62 @@ def linear_problem(B=3, shape=(2, 5), rho=0.7, seed=0):
 
     z_star = torch.linalg.solve(torch.eye(d, dtype=torch.float64) - A, b).reshape(B, *shape)
     return f, z_star
+
+
+def two_speed_problem():
+    """Sample 0: large and fast (‖A‖ = 0.3, ‖b‖ ~ 10); sample 1: small and slow (‖A‖ = 0.95, ‖b‖ ~ 0.1),
+    so the batch's residual norm is dominated by the sample that settles first."""
+    g = torch.Generator().manual_seed(1)
+    d = 6
+    A = torch.randn(2, d, d, generator=g, dtype=torch.float64)
+    A = torch.tensor([0.3, 0.95], dtype=torch.float64)[:, None, None] * A / torch.linalg.matrix_norm(A, ord=2)[:, None, None]
+    b = torch.randn(2, d, generator=g, dtype=torch.float64) * torch.tensor([[10.0], [0.1]], dtype=torch.float64)
+
+    def f(z):
+        return torch.bmm(A, z.unsqueeze(-1)).squeeze(-1) + b
+
+    return f
+
+
+@pytest.mark.parametrize("cls", [FixedPoint, Anderson, Broyden, NewtonKrylov])
+def test_batch_criterion_tests_the_batch_norm_and_still_reports_each_sample(cls):
+    f = two_speed_problem()
+    z0 = torch.zeros(2, 6, dtype=torch.float64)
+    tol = 1e-3
+    per_sample = cls(tol=tol, abs_tol=0.0).solve(f, z0)
+    batch = cls(tol=tol, abs_tol=0.0, criterion="batch").solve(f, z0)
+    assert per_sample.stats.outcome is Outcome.SUCCESSFUL and batch.stats.outcome is Outcome.SUCCESSFUL
+    assert batch.stats.n_iter < per_sample.stats.n_iter and batch.stats.nfe < per_sample.stats.nfe
+    for sol in (per_sample, batch):  # independent residuals of the returned z
+        fz = f(sol.z)
+        rel = (fz - sol.z).norm(dim=1) / fz.norm(dim=1)
+        torch.testing.assert_close(sol.stats.residual, rel, rtol=1e-10, atol=0)
+        assert torch.equal(sol.stats.converged, rel <= tol)
+    assert bool(per_sample.stats.converged.all())
+    fz = f(batch.z)
+    batch_rel = float((fz - batch.z).norm() / fz.norm())
+    assert batch_rel <= tol
+    assert batch.stats.history[-1] == pytest.approx(batch_rel, rel=1e-10)
+    # the small, slow sample is honestly reported above tolerance
+    assert not bool(batch.stats.converged[1]) and float(batch.stats.residual[1]) > tol
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_per_sample_criterion_is_the_default(name):
+    f, z_star = linear_problem()
+    solver = SOLVERS[name]
+    a = solver.solve(f, torch.zeros_like(z_star))
+    b = dataclasses.replace(solver, criterion="per_sample").solve(f, torch.zeros_like(z_star))
+    assert solver.criterion == "per_sample"
+    assert torch.equal(a.z, b.z) and a.stats.nfe == b.stats.nfe and a.stats.history == b.stats.history
+
+
+def test_batch_criterion_failure_names_the_batch_residual():
+    f = two_speed_problem()
+    z0 = torch.zeros(2, 6, dtype=torch.float64)
+    sol = FixedPoint(tol=1e-8, abs_tol=0.0, max_iter=3, criterion="batch").solve(f, z0)
+    assert sol.stats.outcome is Outcome.NOT_CONVERGED
+    assert f"batch relative residual {sol.stats.history[-1]:.3e}" in sol.stats.message
 
 
 @pytest.mark.parametrize("name", SOLVERS)
@@ -185,6 +242,9 @@ def test_bad_options_are_rejected():
         Anderson(m=0)
     with pytest.raises(ValueError, match="memory must be an int >= 1"):
         Broyden(memory=0)
+    for cls in (FixedPoint, Anderson, Broyden, NewtonKrylov):
+        with pytest.raises(ValueError, match=f"{cls.__name__}: criterion must be 'per_sample' or 'batch', got 'max'"):
+            cls(criterion="max")
     with pytest.raises(TypeError, match="unexpected keyword argument 'restart'"):
         NewtonKrylov(restart=5)
     with pytest.raises(TypeError):

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, combine, finish, project,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_criterion, check_start,
+    check_tolerances, combine, finish, project,
 )
 
 
@@ -20,17 +21,22 @@ class Anderson(RootSolver):
     λ = ``lam`` × mean diagonal of the residual Gram matrix (relative, so the regularisation
     does not swamp the fit as residuals shrink), then mixes
     z ← β Σ αᵢ f(zᵢ) + (1 − β) Σ αᵢ zᵢ.
+
+    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 50
+    criterion: str = "per_sample"
     m: int = 5
     beta: float = 1.0
     lam: float = 1e-4
 
     def __post_init__(self):
         check_tolerances("Anderson", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
+        check_criterion("Anderson", self.criterion)
         if not (isinstance(self.m, int) and self.m >= 1):
             raise ValueError(f"Anderson: m (history size) must be an int >= 1, got {self.m!r}")
         if not (isinstance(self.beta, (int, float)) and 0 < self.beta <= 1):
@@ -41,7 +47,7 @@ class Anderson(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
         B, m = z0.shape[0], self.m
         d = z0[0].numel()
         # only slots already written are ever read, so no zero fill

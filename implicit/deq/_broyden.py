@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_start, check_tolerances, combine, finish, project,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_start,
+    check_tolerances, combine, finish, project,
 )
 
 
@@ -23,22 +24,27 @@ class Broyden(RootSolver):
 
     The inverse is kept as −I + Σ uᵢ vᵢᵀ over the last ``memory`` updates (oldest dropped
     first), so one step costs one f call and O(memory·d) per sample. Full steps, no line search.
+
+    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 50
+    criterion: str = "per_sample"
     memory: int = 20
 
     def __post_init__(self):
         check_tolerances("Broyden", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
+        check_criterion("Broyden", self.criterion)
         if not (isinstance(self.memory, int) and self.memory >= 1):
             raise ValueError(f"Broyden: memory must be an int >= 1, got {self.memory!r}")
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
         B, m = z0.shape[0], self.memory
         d = z0[0].numel()
         tiny = torch.finfo(z0.dtype).tiny

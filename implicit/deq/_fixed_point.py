@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_start, check_tolerances, finish,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_criterion, check_start,
+    check_tolerances, finish,
 )
 
 
@@ -18,22 +19,27 @@ class FixedPoint(RootSolver):
 
     Its loop is plain differentiable tensor algebra, so it is also the solver ``Unrolled()``
     backpropagates through.
+
+    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 100
+    criterion: str = "per_sample"
     damping: float = 1.0
 
     def __post_init__(self):
         check_tolerances("FixedPoint", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
+        check_criterion("FixedPoint", self.criterion)
         if not (isinstance(self.damping, (int, float)) and 0 < self.damping <= 1):
             raise ValueError(f"FixedPoint: damping must be in (0, 1], got {self.damping!r}")
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
         z = z0
         fz = ev(z)
         n_iter = 0

@@ -17,6 +17,7 @@ from implicit.deq._root import (
     RootSolution,
     RootSolver,
     bview,
+    check_criterion,
     check_start,
     check_tolerances,
     finish,
@@ -127,11 +128,15 @@ class NewtonKrylov(RootSolver):
     FC and conv cases of ``results/bench/deq.md``; exact JVPs without warm-up reached 4.6×
     there. For Newton's own quadratic tail at tight float64 tolerances, pass
     ``jvp="autodiff", fixed_point_steps=0``.
+
+    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 30
+    criterion: str = "per_sample"
     gmres_tol: float = 0.1
     gmres_restart: int = 10
     gmres_max_iter: int = 30
@@ -142,6 +147,7 @@ class NewtonKrylov(RootSolver):
 
     def __post_init__(self):
         check_tolerances("NewtonKrylov", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
+        check_criterion("NewtonKrylov", self.criterion)
         for name in ("gmres_restart", "gmres_max_iter"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
@@ -165,7 +171,7 @@ class NewtonKrylov(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
         z = z0.detach()
         fz, lin = self._evaluate(ev, z, plain=self.fixed_point_steps > 0)
         n_iter = 0

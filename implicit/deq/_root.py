@@ -3,7 +3,12 @@
 A root solver looks for z* with f(z*) = z* on a batch (batch first, any trailing shape). Samples
 are independent: f must not mix samples (GroupNorm is fine, BatchNorm in training mode is not).
 Each sample stops on its own relative residual ``‖f(z) − z‖ / ‖f(z)‖ ≤ tol`` or absolute
-residual ``‖f(z) − z‖ ≤ abs_tol``; a sample that has converged stops changing.
+residual ``‖f(z) − z‖ ≤ abs_tol``; a sample that has converged stops changing. The solve ends when
+every sample has converged (``criterion="per_sample"``) or, with ``criterion="batch"``, when the
+whole batch taken as one vector passes the same test: the test of solvers that treat the batch as
+one system (DEQ.jl flattens the batch into one state; MDEQ's Broyden takes one norm over the
+batch), cheaper, but single samples may stay above tol, which ``stats.converged`` and
+``stats.residual`` still report per sample.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class RootStats:
     ``nfe`` counts batched calls of f plus Jacobian-vector products (``n_jvp`` of them).
     ``residual`` is the per-sample relative residual ‖f(z) − z‖ / ‖f(z)‖ of the returned z;
     ``history`` the largest per-sample relative residual after each iteration (index 0 = start);
-    for a solver stopping on the batch criterion (``SteadyState(criterion="batch")``), the batch's.
+    for a solver stopping on the batch criterion (``criterion="batch"``), the batch's.
     """
 
     nfe: int
@@ -61,6 +66,14 @@ def check_tolerances(owner: str, *, tol: float, abs_tol: float, max_iter: int) -
         raise ValueError(f"{owner}: abs_tol must be a non-negative number, got {abs_tol!r}")
     if not (isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 0):
         raise ValueError(f"{owner}: max_iter must be a non-negative int, got {max_iter!r}")
+
+
+CRITERIA = ("per_sample", "batch")
+
+
+def check_criterion(owner: str, criterion: object) -> None:
+    if criterion not in CRITERIA:
+        raise ValueError(f"{owner}: criterion must be 'per_sample' or 'batch', got {criterion!r}")
 
 
 def check_start(z0: object) -> None:
@@ -129,7 +142,7 @@ class Monitor:
         self.tol = tol
         self.abs_tol = abs_tol
         # batch=True: "all converged" means the residual of the whole batch, as one vector, passes
-        # the test (the criterion of steady-state solvers that treat the batch as one ODE state);
+        # the test (the criterion of solvers that treat the batch as one system or ODE state);
         # the per-sample residuals and flags are still computed and reported as they are.
         self.batch = batch
         self.history: list[float] = []
@@ -179,7 +192,8 @@ def finish(
         n_bad = int((~conv).sum())
         message = (
             f"{name}: {n_bad} of {conv.numel()} samples did not converge within max_iter={max_iter} "
-            f"(worst relative residual {float(rel.detach().max()):.3e})"
+            f"(worst relative residual {float(rel.detach().max()):.3e}"
+            + (f", batch relative residual {monitor.history[-1]:.3e})" if monitor.batch else ")")
         )
     stats = RootStats(
         nfe=ev.nfe,

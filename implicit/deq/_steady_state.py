@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 
 from implicit._outcome import Outcome
-from implicit.deq._root import Evaluator, Fn, Monitor, RootSolution, RootSolver, check_start, finish
+from implicit.deq._root import (
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_start, finish,
+)
 from implicit.ode import AbstractAdaptiveSolver, Tsit5, odeint
 
 
@@ -51,8 +53,7 @@ class SteadyState(RootSolver):
                 continue
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
                 raise ValueError(f"SteadyState: {name} must be a positive number, got {v!r}")
-        if self.criterion not in ("per_sample", "batch"):
-            raise ValueError(f"SteadyState: criterion must be 'per_sample' or 'batch', got {self.criterion!r}")
+        check_criterion("SteadyState", self.criterion)
         if not (isinstance(self.max_steps, int) and not isinstance(self.max_steps, bool) and self.max_steps >= 1):
             raise ValueError(f"SteadyState: max_steps must be an int >= 1, got {self.max_steps!r}")
 
