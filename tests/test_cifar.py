@@ -92,7 +92,7 @@ def test_cosine_schedule_ends_at_floor():
 
 def test_presets_and_overrides():
     c = cifar.parse_config([])
-    assert (c.model, c.solver, c.preset) == ("skipdeq", "discrete", "cpu")
+    assert (c.model, c.solver, c.stopping_test, c.preset) == ("skipdeq", "discrete", "batch", "cpu")
     assert c.steps == cifar.PRESETS["cpu"]["steps"] and c.limit_test == cifar.PRESETS["cpu"]["limit_test"]
     p = cifar.parse_config(["--preset", "paper", "--model", "deq"])
     assert (p.steps, p.pretrain_steps, p.batch_size, p.lr, p.lr_min, p.weight_decay, p.lambda_skip) == (
@@ -104,6 +104,7 @@ def test_presets_and_overrides():
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet"], "invalid choice: 'resnet'"),
     (["--solver", "anderson"], "invalid choice: 'anderson'"),
+    (["--stopping-test", "max"], "--stopping-test: invalid choice: 'max'"),
     (["--steps", "0"], "expected a positive integer, got 0"),
     (["--steps", "5", "--pretrain-steps", "6"], "must not exceed --steps"),
     (["--width", "12"], "multiple of 8"),
@@ -146,9 +147,12 @@ def test_two_process_torchrun(tmp_path):
     assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 2
 
 
-def _fake_record(model, solver, **summary):
+def _fake_record(model, solver, stopping_test=None, **summary):
+    config = {"solver": solver, "steps": 10, "batch_size": 4, "pretrain_steps": 0}
+    if stopping_test:
+        config["stopping_test"] = stopping_test
     return {"format": "implicit-run", "script": "train.cifar", "model": model, "seed": 0, "complete": True,
-            "config": {"solver": solver, "steps": 10, "batch_size": 4, "pretrain_steps": 0},
+            "config": config,
             "data": {"test_items": 8},
             "paper": cifar.PAPER.get((model, None if model == "node" else solver)),
             "summary": summary,
@@ -161,17 +165,22 @@ def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
     recs = [_fake_record("deq", "discrete", train_s_per_batch=3.0, predict_s_per_batch=1.0, test_nfe=12.0),
             _fake_record("skipdeq", "discrete", train_s_per_batch=1.5, predict_s_per_batch=0.25, test_nfe=4.0),
             _fake_record("deq", "continuous", train_s_per_batch=1.0),
-            _fake_record("skipdeq", "continuous", train_s_per_batch=2.0)]
+            _fake_record("skipdeq", "continuous", train_s_per_batch=2.0),
+            # a newer record that names its stopping test is compared only with its own kind
+            _fake_record("deq", "discrete", "batch", train_s_per_batch=2.0),
+            _fake_record("skipdeq", "discrete", "batch", train_s_per_batch=1.0)]
     for i, r in enumerate(recs):
         _results.write_json(tmp_path / f"r{i}.json", r)
     md, png = cifar.write_table(tmp_path)
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in md.read_text().splitlines()
             if line.startswith("| skipdeq") or line.startswith("| deq")}
-    disc = [c.strip() for c in rows[("skipdeq", "discrete")].split("|")]
-    cont = [c.strip() for c in rows[("skipdeq", "continuous")].split("|")]
+    # records from before the option: discrete solves stopped per sample, continuous on the batch
+    disc = [c.strip() for c in rows[("skipdeq", "discrete (per-sample)")].split("|")]
+    cont = [c.strip() for c in rows[("skipdeq", "continuous (batch)")].split("|")]
+    batch = [c.strip() for c in rows[("skipdeq", "discrete (batch)")].split("|")]
     # after model, solver and the 11 value columns: train, train (last round), backward, predict, NFE ratios
     assert disc[14].startswith("2.00") and disc[17].startswith("4.00")
     # the paper's own ratio sits beside ours: 0.651 / 0.717 for discrete training
     assert f"({0.651 / 0.717:.2f})" in disc[14]
-    assert cont[14].startswith("0.50")
-    assert "82.01" in rows[("skipdeq", "discrete")] and png.is_file()
+    assert cont[14].startswith("0.50") and batch[14].startswith("2.00")
+    assert "82.01" in rows[("skipdeq", "discrete (per-sample)")] and png.is_file()

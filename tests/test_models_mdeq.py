@@ -105,3 +105,16 @@ def test_skip_net_and_head_shapes():
     assert z.shape == (2, cell.layout.size) == (2, 24 * 32 * 32 + 24 * 16 * 16)
     logits = MDEQHead()(cell.layout.unpack(z))
     assert logits.shape == (2, MDEQ_SMALL.num_classes)
+
+
+@pytest.mark.parametrize("solver", ["discrete", "newton", "continuous"])
+def test_every_solver_stops_on_the_chosen_test(solver):
+    from models.mdeq import CIFARModelConfig, MDEQClassifier
+
+    small = MDEQConfig(channels=(8, 8), resolution=8, expansion=2, groups=4, head_channels=(4, 8), final_channels=16)
+    for test in ("batch", "per_sample"):
+        net = MDEQClassifier(CIFARModelConfig(variant="deq", solver=solver, stopping_test=test, mdeq=small))
+        assert net.implicit.solver.criterion == test
+    assert CIFARModelConfig().stopping_test == "batch"  # the papers' test
+    with pytest.raises(ValueError, match="stopping_test must be one of .*got 'max'"):
+        CIFARModelConfig(stopping_test="max")
