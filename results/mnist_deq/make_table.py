@@ -137,6 +137,38 @@ def seeded_table(seeded, share) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tradeoff_table(seeded, share) -> str:
+    """One row per variant and skip-loss weight: what the weight buys (NFE ratio against the
+    vanilla run of the same seed), what it costs (accuracy change, same pairing), and how much of
+    z* the implicit term still carries, without / with JR; mean over the seeds that finished."""
+    plain, jr = f"continuous{SEEDED}", f"continuous_jr{SEEDED}"
+    head = ["model", "λ_skip", "seeds (no JR / JR)", "NFE ratio vanilla/variant (no JR / JR)",
+            "Δ acc vs vanilla, pt (no JR / JR)", "‖relu(W₁z*+b₁)‖ / ‖z*‖ (no JR / JR)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    vanilla = [_pm([share[k]["share"] for k in share if k.startswith(f"{g}/deq_seed")], "{:.3f}")
+               for g in (plain, jr)]
+    lines.append("| vanilla DEQ | – | – | 1 / 1 | 0 / 0 | " + " / ".join(vanilla) + " |")
+    weights = sorted({k[1] for runs in seeded.values() for k in runs if k[1] is not None})
+    for m in VARIANTS[1:]:
+        for w in weights:
+            cells = [[], [], [], []]
+            for g in (plain, jr):
+                runs = seeded.get(g, {})
+                done = {sd: r for (mm, ww, sd), r in runs.items() if (mm, ww) == (m, w) and r.get("complete")}
+                base = {sd: runs.get(("deq", None, sd)) for sd in done}
+                paired = [sd for sd in done if base[sd] and base[sd].get("complete")]
+                cells[0].append(",".join(map(str, sorted(done))) or "–")
+                cells[1].append(_pm([base[sd]["summary"]["test_nfe"] / done[sd]["summary"]["test_nfe"]
+                                     for sd in paired], "{:.2f}"))
+                cells[2].append(_pm([done[sd]["summary"]["test_acc"] - base[sd]["summary"]["test_acc"]
+                                     for sd in paired], "{:+.2f}"))
+                stems = [f"{g}/{Path(r['config']['run_name']).name}" for r in done.values()]
+                cells[3].append(_pm([share[k]["share"] for k in stems if k in share], "{:.3f}"))
+            if any(c != "–" for c in cells[0]):
+                lines.append("| " + " | ".join([m, f"{w:g}"] + [" / ".join(c) for c in cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _solver_label(config) -> str:
     """continuous runs name their steady-state test; records from before the option existed
     stopped when every sample passed (per-sample)."""
@@ -266,6 +298,9 @@ def main():
                 "layer computes the explicit f(0, x) and is no longer implicit.\n"
                 + "".join(seeded_paper_table(seeded, w) for w in sorted(
                     {k[1] for runs in seeded.values() for k in runs if k[1] is not None}, reverse=True))
+                + "\n**What the skip-loss weight buys and costs** (continuous; ratios and accuracy changes "
+                  "paired with the vanilla run of the same seed; the last column is the share of z* the "
+                  "implicit term carries, on the seeds with a saved checkpoint)\n\n" + tradeoff_table(seeded, share)
                 + "\n**Every several-seed run**\n\n" + seeded_table(seeded, share))
                if seeded else "")
             + "\n## Every group\n\n" + table(groups))
