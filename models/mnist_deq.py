@@ -12,9 +12,11 @@ each solved continuously (dz/dt = f(z, x) − z with Tsit5 until the relative re
 rtol = tol and atol = tol/10; ``steady_state_test="per_sample"`` asks it of every sample) or
 discretely (Newton–Krylov, or Broyden), optionally with Jacobian regularization.
 The model reports the unweighted "skip" and "jacobian" losses; the training script weights them
-(paper: λ_skip = 0.01, λ_jac = 1.0; the authors' MNIST FC script: λ_skip = 5). A large λ_skip lets
-training switch the implicit term off (W₁z* + b₁ < 0 in every unit, so f(z*, x) = f(0, x)) and the
-solve becomes trivial: measured in results/mnist_deq (``implicit_share.py``).
+(paper: λ_skip = 0.01, λ_jac = 1.0; the authors' MNIST FC script: λ_skip = 5). The weight trades
+implicitness for NFE: training can switch the implicit term off (W₁z* + b₁ < 0 in every unit, so
+f(z*, x) = f(0, x)) and the solve becomes trivial. Measured after 25 epochs (results/mnist_deq,
+``implicit_share.py``): the implicit term carries 26 % of ‖z*‖ in the vanilla DEQ, about 2.5 % at
+λ_skip = 0.1 and ≤ 0.5 % at λ_skip ≥ 1.
 """
 
 from __future__ import annotations
