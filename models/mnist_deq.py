@@ -16,7 +16,7 @@ The model reports the unweighted "skip" and "jacobian" losses; the training scri
 implicitness for NFE: training can switch the implicit term off (W₁z* + b₁ < 0 in every unit, so
 f(z*, x) = f(0, x)) and the solve becomes trivial. Measured after 25 epochs (results/mnist_deq,
 ``implicit_share.py``; continuous solve): the implicit term's norm is 26 % of ‖z*‖'s in the vanilla
-DEQ (5 % with JR), 1–3 % at λ_skip = 0.1 and ≤ 0.5 % at λ_skip ≥ 1.
+DEQ (5 % with JR), 1–4 % at λ_skip = 0.1 and ≤ 0.5 % at λ_skip ≥ 1.
 """
 
 from __future__ import annotations
