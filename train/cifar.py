@@ -8,8 +8,8 @@ relative residual is below --tol: by default that of the whole batch as one vect
 test (``--stopping-test per_sample`` asks it of every sample). The backward pass is the implicit-function-theorem gradient
 with GMRES (tol 0.05).
 
-The default run (``--preset cpu``) is small enough for a laptop CPU (measured: 7.2 minutes on a
-2-core machine that other jobs were still sharing for part of the run): 40 steps of batch 32 (the first 15 pre-training the unrolled, fixed-depth network), forward/backward solves
+The default run (``--preset cpu``) is small enough for a laptop CPU (measured on a 2-core machine:
+1.9 minutes wall when it was otherwise idle, 7.2 minutes when other jobs shared it): 40 steps of batch 32 (the first 15 pre-training the unrolled, fixed-depth network), forward/backward solves
 capped at 10 iterations, tested on a fixed 500-image subset of the test set. It says so in its
 output. ``--preset paper`` is the papers' schedule for GPU users: Adam 1e-3 with cosine decay to
 1e-6, weight decay 2.5e-5, batch 128, 20,000 steps of which 3,000 pre-train, forward ≤ 18
