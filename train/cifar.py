@@ -5,8 +5,8 @@ skipregdeq (Skip DEQ V2: z₀ = f(0, x)), node (neural ODE of the same f over [0
 ``--solver discrete`` solves with limited-memory Broyden (the papers' discrete CIFAR solver),
 ``newton`` with Newton-Krylov, ``continuous`` integrates dz/dt = f(z, x) − z with Tsit5 until the
 relative residual is below --tol: by default that of the whole batch as one vector, the papers'
-test (``--stopping-test per_sample`` asks it of every sample). The backward pass is the implicit-function-theorem gradient
-with GMRES (tol 0.05).
+test (``--stopping-test per_sample`` asks it of every sample). The backward pass is the
+implicit-function-theorem gradient with GMRES (tol 0.05).
 
 The default run (``--preset cpu``) is small enough for a laptop CPU (measured on a 2-core machine:
 1.9 minutes wall when it was otherwise idle, 7.2 minutes when other jobs shared it): 40 steps of batch 32 (the first 15 pre-training the unrolled, fixed-depth network), forward/backward solves
@@ -139,7 +139,8 @@ class CIFARConfig:
         import dataclasses
 
         return CIFARModelConfig(
-            variant=self.model, solver=self.solver, stopping_test=self.stopping_test, tol=self.tol, max_iter=self.max_iter,
+            variant=self.model, solver=self.solver, stopping_test=self.stopping_test, tol=self.tol,
+            max_iter=self.max_iter,
             backward_tol=self.tol, backward_max_iter=self.backward_max_iter, pretrain_depth=self.pretrain_depth,
             node_rtol=self.tol, node_atol=self.tol,
             mdeq=dataclasses.replace(MDEQ_SMALL, dropout=self.dropout, channels=(self.width, self.width)),
@@ -277,7 +278,8 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
     if args.width % 8:
         parser.error(f"--width must be a multiple of 8 (GroupNorm with 8 groups), got {args.width}")
     return CIFARConfig(
-        model=args.model, solver=args.solver, stopping_test=args.stopping_test, preset=args.preset, **values, lr=args.lr, lr_min=args.lr_min,
+        model=args.model, solver=args.solver, stopping_test=args.stopping_test, preset=args.preset, **values,
+        lr=args.lr, lr_min=args.lr_min,
         weight_decay=args.weight_decay, lambda_skip=args.lambda_skip, tol=args.tol,
         pretrain_depth=args.pretrain_depth, dropout=args.dropout, width=args.width, augment=args.augment,
         timing_repeats=args.timing_repeats, seed=args.seed, device=args.device, data_dir=args.data_dir,

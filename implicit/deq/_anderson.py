@@ -47,7 +47,7 @@ class Anderson(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
         B, m = z0.shape[0], self.m
         d = z0[0].numel()
         # only slots already written are ever read, so no zero fill

@@ -39,7 +39,7 @@ class FixedPoint(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
         z = z0
         fz = ev(z)
         n_iter = 0

@@ -171,7 +171,7 @@ class NewtonKrylov(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, batch=self.criterion == "batch")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
         z = z0.detach()
         fz, lin = self._evaluate(ev, z, plain=self.fixed_point_steps > 0)
         n_iter = 0

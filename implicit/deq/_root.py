@@ -138,13 +138,13 @@ class Evaluator:
 class Monitor:
     """Per-sample residual test, history, and the single host sync per iteration."""
 
-    def __init__(self, *, tol: float, abs_tol: float, batch: bool = False):
+    def __init__(self, *, tol: float, abs_tol: float, criterion: str = "per_sample"):
         self.tol = tol
         self.abs_tol = abs_tol
-        # batch=True: "all converged" means the residual of the whole batch, as one vector, passes
+        # criterion "batch": "all converged" means the residual of the whole batch, as one vector, passes
         # the test (the criterion of solvers that treat the batch as one system or ODE state);
         # the per-sample residuals and flags are still computed and reported as they are.
-        self.batch = batch
+        self.batch = criterion == "batch"
         self.history: list[float] = []
 
     def check(self, z: Tensor, fz: Tensor) -> tuple[Tensor, Tensor, bool, bool]:

@@ -60,7 +60,7 @@ class SteadyState(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0)
         ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.rtol, abs_tol=self.atol, batch=self.criterion == "batch")
+        mon = Monitor(tol=self.rtol, abs_tol=self.atol, criterion=self.criterion)
         last = {"z": z0, "fz": None, "conv": None, "rel": None, "all": False, "finite": True}
 
         def rhs(t: Tensor, z: Tensor) -> Tensor:
