@@ -11,12 +11,13 @@ __all__ = ["Outcome", "SolverError"]
 # --- neural ODEs (implicit/ode) ---
 from implicit.ode import (  # noqa: E402
     RK4, Adjoint, Backprop, Bosh3, ButcherTableau, Dopri5, Euler, KineticRegularizer, NeuralODE,
-    ODESolution, ODEStats, Steer, TaylorRegularizer, Tsit5, odeint,
+    ODESolution, ODEStats, Steer, TaylorRegularizer, Tsit5, odeint, IController, PIController,
 )
 
 __all__ += [
     "RK4", "Adjoint", "Backprop", "Bosh3", "ButcherTableau", "Dopri5", "Euler", "KineticRegularizer",
-    "NeuralODE", "ODESolution", "ODEStats", "Steer", "TaylorRegularizer", "Tsit5", "odeint",
+    "NeuralODE", "ODESolution", "ODEStats", "Steer", "TaylorRegularizer", "Tsit5", "odeint", "IController",
+    "PIController",
 ]
 
 # --- deep equilibrium models (implicit/deq) ---

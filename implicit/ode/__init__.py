@@ -7,8 +7,14 @@ R_E = Σ E_j·|h_j| (ERNODE) and R_S = Σ S_j·|h_j| (SRNODE; Pal et al., ICML 2
 
 Design decisions a user should know:
 
-- **Step-size path detached.** h_j, accept/reject decisions and the step sequence carry no gradient;
-  gradients (of the solution, R_E, R_S) are exact for the discrete solve with its steps held fixed.
+- **Step-size path detached by default.** h_j, accept/reject decisions and the step sequence carry
+  no gradient; gradients (of the solution, R_E, R_S) are exact for the discrete solve with its steps
+  held fixed. ``Backprop(step_path="tracked")`` differentiates the controller too (the gradient of
+  the adaptive solve while its accept/reject sequence is unchanged); ``"initial"`` follows only the
+  initial step, as OrdinaryDiffEq under Tracker does.
+- **Reductions.** ``stats.regularizer("error" | "stiffness", reduction="sum" | "mean" | "max")``
+  gives R over the accepted steps of X_j·|h_j| from one solve; ``reg_error``/``reg_stiffness`` are
+  the sums.
 - **Batch aggregation.** The batch is one ODE system: E_j is the RMS over all elements (batch
   included) of err / (atol + rtol·max(|y0|, |y1|)), as torchdiffeq's default norm, so one step
   sequence serves the batch and R_E, R_S are scalars for the whole batch.
@@ -16,14 +22,16 @@ Design decisions a user should know:
   two of Tsit5/Dopri5, the two midpoints of RK4); Bosh3 has no such pair and uses the secant over
   the step (stages at c = 0 and 1), which also picks up ∂f/∂t; Euler has none (None in the stats).
   The denominator is floored at rounding level so 0/0 stays finite and gradients flow.
-- **Controller.** torchdiffeq 0.2.5's rules (RMS norm, safety 0.9, growth ≤ 10, shrink ≥ 0.2 after a
+- **Controller.** ``IController()`` (default) is torchdiffeq 0.2.5's rules (RMS norm, safety 0.9, growth ≤ 10, shrink ≥ 0.2 after a
   rejection, exponent 1/order, Hairer's initial step), so Dopri5/Bosh3 take the very same steps as
-  ``torchdiffeq.odeint(..., options=dict(step_t=t))``.
+  ``torchdiffeq.odeint(..., options=dict(step_t=t))``; ``PIController()`` is OrdinaryDiffEq's PI
+  controller with its Tsit5 defaults.
 - **Adjoint.** ``NeuralODE(gradient=Adjoint())`` runs torchdiffeq's ``odeint_adjoint``: the per-step
   records and R_E, R_S are then None and regularizers are refused.
 """
 
-from implicit.ode._integrate import ODESolution, ODEStats, odeint
+from implicit.ode._controller import AbstractController, IController, PIController
+from implicit.ode._integrate import REDUCTIONS, STEP_PATHS, ODESolution, ODEStats, odeint
 from implicit.ode._layer import AbstractGradient, Adjoint, Backprop, NeuralODE
 from implicit.ode._regularizer import AbstractRegularizer, KineticRegularizer, Steer, TaylorRegularizer
 from implicit.ode._solver import (
@@ -42,5 +50,5 @@ __all__ = [
     "odeint", "ODESolution", "ODEStats", "NeuralODE", "AbstractGradient", "Backprop", "Adjoint",
     "AbstractRegularizer", "TaylorRegularizer", "KineticRegularizer", "Steer", "AbstractSolver",
     "AbstractAdaptiveSolver", "AbstractFixedSolver", "Tsit5", "Dopri5", "Bosh3", "Euler", "RK4",
-    "ButcherTableau",
+    "ButcherTableau", "AbstractController", "IController", "PIController", "REDUCTIONS", "STEP_PATHS",
 ]

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from implicit._counting import BackwardTally, count_backward
 from implicit._outcome import Outcome, SolverError
-from implicit.ode._solver import AbstractFixedSolver, AbstractSolver, Tsit5
+from implicit.ode._controller import AbstractController, IController
+from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
 
 # Rejections caused by NaN/Inf (each shrinking h by dfactor) before the solve is declared NONFINITE,
 # in a row and in total: a blow-up that a smaller step cures is survived, a broken f fails fast
@@ -57,7 +58,10 @@ class ODEStats:
     stiffness stage pair, e.g. Euler). ``step_sizes`` are detached float64 |h_j| of accepted steps.
     ``reg_taylor``/``reg_kinetic``/``reg_jacobian`` are filled by :class:`NeuralODE` when it
     integrates the matching regularizer, else None. ``nfe_backward`` reads a counter that the
-    backward pass increments: 0 until backward runs.
+    backward pass increments: 0 until backward runs. With the step-size path tracked
+    (``step_path`` other than ``"detached"``), ``step_sizes_in_graph`` holds |h_j| in y's dtype in the graph (else
+    None); ``initial_step`` is |h| of the first attempted step (in the graph when tracked; None for
+    fixed steps).
     """
 
     nfe_forward: int
@@ -74,12 +78,51 @@ class ODEStats:
     reg_taylor: Tensor | None = None
     reg_kinetic: Tensor | None = None
     reg_jacobian: Tensor | None = None
+    step_sizes_in_graph: Tensor | None = None
+    initial_step: Tensor | None = None
     backward_counter: _Counter = dataclasses.field(default_factory=_Counter, repr=False, compare=False)
 
     @property
     def nfe_backward(self) -> int:
         """Evaluations of f (or of its vector-Jacobian product) made by the backward pass so far."""
         return self.backward_counter.value
+
+    def regularizer(self, name: str, reduction: str = "sum") -> Tensor | None:
+        """R over the accepted steps of X_j·|h_j|, X = E (``name="error"``) or S (``"stiffness"``).
+
+        ``reduction``: ``"sum"`` (Pal et al.'s formula; equals ``reg_error``/``reg_stiffness``),
+        ``"mean"`` (divided by the number of accepted steps, as the authors' code trains) or
+        ``"max"``. A solve without accepted steps gives 0. |h_j| is in the graph when the solve
+        tracked its step-size path. None when the estimate was not recorded.
+        """
+        if name not in _RECORDS:
+            raise ValueError(f"name must be one of {tuple(_RECORDS)}, got {name!r}")
+        check_reduction(reduction)
+        x = getattr(self, _RECORDS[name])
+        if x is None:
+            return None
+        h = self.step_sizes_in_graph if self.step_sizes_in_graph is not None else self.step_sizes.to(x.dtype)
+        terms = x * h
+        if terms.numel() == 0:
+            return terms.sum()
+        return {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[reduction](terms)
+
+
+_RECORDS = {"error": "error_estimates", "stiffness": "stiffness_estimates"}
+REDUCTIONS = ("sum", "mean", "max")
+STEP_PATHS = ("detached", "tracked", "initial")
+
+
+def check_step_path(step_path) -> str:
+    if step_path not in STEP_PATHS:
+        raise ValueError(f"step_path must be one of {STEP_PATHS}, got {step_path!r}")
+    return step_path
+
+
+def check_reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -182,6 +225,8 @@ def odeint(
     stop: Callable[[Tensor, Tensor, Tensor], bool] | None = None,
     record: bool = True,
     f0: Tensor | None = None,
+    controller: AbstractController | None = None,
+    step_path: str = "detached",
 ) -> ODESolution:
     """Solve dy/dt = f(t, y), y(t[0]) = y0, returning y at every time in ``t``.
 
@@ -196,6 +241,24 @@ def odeint(
     error/stiffness records (their stats fields are then None). ``f0`` is f(t[0], y0) when the
     caller already has it (a steady-state solve checks its start first); it replaces the first
     evaluation and is not counted in ``stats.nfe_forward``.
+
+    ``controller`` picks the next step from the last error ratio: :class:`IController` (default,
+    built from the solver's ``safety``/``ifactor``/``dfactor``) or :class:`PIController`.
+    ``step_path`` says how much of the step-size path the autograd graph holds (see
+    :data:`STEP_PATHS`); accept/reject decisions stay discrete in every mode:
+
+    * ``"detached"`` (default): h_j and t_j are data; gradients are those of the solve with its
+      step sequence held fixed.
+    * ``"tracked"``: the initial step, every h_{j+1} (the controller's formula from the in-graph
+      E_j, clamps included), the times t_j and the last step's clip to an output time, so
+      gradients are those of the *adaptive* solve for perturbations that leave the accept/reject
+      sequence unchanged.
+    * ``"initial"``: what OrdinaryDiffEq 5.50 differentiates under Tracker: the initial step (and
+      the shrinking of a rejected attempt by a detached factor) is in the graph, the step proposed
+      after an accepted step is detached (its controller strips tracking from q), and the times and
+      the last step's clip carry the initial step's dependence.
+
+    With a tracked path memory also holds every rejected attempt; bound it with ``max_steps``.
 
     A failed solve (outcome not SUCCESSFUL) raises :class:`~implicit.SolverError` when ``throw``;
     otherwise it returns the outcome, with NaN at the output times it did not reach.
@@ -228,20 +291,40 @@ def odeint(
             raise ValueError(f"{type(solver).__name__} is a fixed-step solver: give it dt, e.g. {type(solver).__name__}(dt=0.01)")
     elif dt is not None and dt0 is not None:
         raise ValueError("dt0 (first adaptive step) and dt (fixed steps) exclude each other; give one")
+    if controller is None:
+        controller = IController(**{k: getattr(solver, k) for k in ("safety", "ifactor", "dfactor")}) \
+            if isinstance(solver, AbstractAdaptiveSolver) else IController()
+    elif not isinstance(controller, AbstractController):
+        raise TypeError(f"controller must be IController(...) or PIController(...), got {controller!r}")
+    elif isinstance(solver, AbstractAdaptiveSolver) and (solver.safety, solver.ifactor, solver.dfactor) != (0.9, 10.0, 0.2):
+        raise ValueError(f"controller knobs given twice: {solver!r} and controller={controller!r}; "
+                         "put safety/ifactor/dfactor on the controller only")
+    check_step_path(step_path)
+    if step_path != "detached" and dt is not None:
+        raise ValueError(f"step_path={step_path!r} differentiates the step-size controller, but this solve takes fixed "
+                         f"steps (dt={dt}); use an adaptive solver without dt, or step_path='detached'")
     if f0 is not None and not (isinstance(f0, Tensor) and f0.shape == y0.shape and f0.dtype == y0.dtype
                                and f0.device == y0.device):
         got = f"{type(f0).__name__} {tuple(f0.shape)} {f0.dtype} on {f0.device}" if isinstance(f0, Tensor) \
             else type(f0).__name__
         raise ValueError(f"f0 must be f(t[0], y0): a tensor of y0's shape, dtype and device "
                          f"{tuple(y0.shape)} {y0.dtype} on {y0.device}, got {got}")
-    return _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0).run()
+    return _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0,
+                       controller, step_path).run()
 
 
 class _Integrator:
     """State of one solve. Times and step sizes are Python floats (float64, detached by design)."""
 
-    def __init__(self, f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0=None):
+    def __init__(self, f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0=None,
+                 controller=None, step_path="detached"):
         self.f, self.y0, self.ts, self.t, self.solver = f, y0, ts, t, solver
+        self.controller = controller if controller is not None else IController()
+        # Tracked mode: times and steps are float64 0-dim tensors in the graph (float64 so that t
+        # accumulates exactly as the detached path's Python floats do); their values drive the
+        # same control flow through float(...).
+        self.track = step_path != "detached" and torch.is_grad_enabled()
+        self.detach_proposals = step_path == "initial"
         self.f0 = f0
         self.tab = solver.tableau
         self.rtol, self.atol, self.dt0, self.max_steps, self.dt = rtol, atol, dt0, max_steps, dt
@@ -256,9 +339,14 @@ class _Integrator:
         self.tiny = torch.finfo(y0.dtype).tiny
 
     # -- evaluations -------------------------------------------------------------------------
-    def call(self, tt: float, y: Tensor) -> Tensor:
+    def time(self, tt, like: Tensor) -> Tensor:
+        if isinstance(tt, Tensor):
+            return tt.to(like.dtype)
+        return torch.tensor(tt, dtype=like.dtype, device=like.device)
+
+    def call(self, tt, y: Tensor) -> Tensor:
         self.nfe += 1
-        k = self.f(torch.tensor(tt, dtype=y.dtype, device=y.device), y)
+        k = self.f(self.time(tt, y), y)
         if not isinstance(k, Tensor) or k.shape != y.shape or k.dtype != y.dtype:
             got = f"{type(k).__name__} {tuple(k.shape)} {k.dtype}" if isinstance(k, Tensor) else type(k).__name__
             raise ValueError(
@@ -271,6 +359,8 @@ class _Integrator:
     def step(self, t0: float, y0: Tensor, k0: Tensor, h: float, t1: float):
         """One Runge-Kutta step; returns (y1, f1 or None, err or None, stages Y, slopes k)."""
         tab = self.tab
+        if isinstance(h, Tensor):
+            return self.step_tracked(t0, y0, k0, h, t1)
         ks, ys = [k0], [y0]
         for i in range(1, tab.stages):
             yi = _lincomb(y0, [h * a for a in tab.a[i]], ks)
@@ -282,6 +372,22 @@ class _Integrator:
         else:
             y1, f1 = _lincomb(y0, [h * b for b in tab.b], ks), None
         err = None if tab.b_error is None else _lincomb(None, [h * e for e in tab.b_error], ks)
+        return y1, f1, err, ys, ks
+
+    def step_tracked(self, t0: Tensor, y0: Tensor, k0: Tensor, h: Tensor, t1: Tensor):
+        """The same step with h, t0, t1 in the graph: y_i = y0 + h·Σ a_ij k_j, t_i = t0 + c_i·h."""
+        tab = self.tab
+        hy = h.to(y0.dtype)
+        ks, ys = [k0], [y0]
+        for i in range(1, tab.stages):
+            yi = y0 + hy * _lincomb(None, tab.a[i], ks)
+            ys.append(yi)
+            ks.append(self.call(t1 if tab.c[i] == 1.0 else t0 + tab.c[i] * h, yi))
+        if tab.fsal:
+            y1, f1 = ys[-1], ks[-1]
+        else:
+            y1, f1 = y0 + hy * _lincomb(None, tab.b, ks), None
+        err = None if tab.b_error is None else hy * _lincomb(None, tab.b_error, ks)
         return y1, f1, err, ys, ks
 
     def error_ratio(self, err: Tensor, y0: Tensor, y1: Tensor) -> Tensor:
@@ -301,8 +407,15 @@ class _Integrator:
     def run(self) -> ODESolution:
         ts, sign, tab = self.ts, self.sign, self.tab
         y0 = self.y0
-        t0 = ts[0]
+        track = self.track
+        f64 = dict(dtype=torch.float64, device=y0.device)
+        # output times as the loop compares and lands on them: floats, or constant tensors
+        T_of = [torch.tensor(x, **f64) for x in ts] if track else ts
+        t0 = T_of[0]
         outs = [y0]
+        cstate = self.controller.init_state()
+        self.hmax = self.controller.max_step(abs(ts[-1] - ts[0]))
+        h_first = None
         E_list, S_list, h_list = [], [], []
         n_acc = n_rej = attempts = 0
         outcome, message = Outcome.SUCCESSFUL, ""
@@ -320,12 +433,17 @@ class _Integrator:
                 k0 = count_backward(k0, self.counter)
         if not fixed:
             if not bool(torch.isfinite(k0).all()):
-                return self.finish(outs, E_list, S_list, h_list, 0, 0, t0, Outcome.NONFINITE,
-                                   f"f produced NaN/Inf at the initial time t={t0:.10g} (initial state)")
+                return self.finish(outs, E_list, S_list, h_list, 0, 0, float(t0), Outcome.NONFINITE,
+                                   f"f produced NaN/Inf at the initial time t={float(t0):.10g} (initial state)")
             if self.dt0 is not None:
-                h = sign * self.dt0
+                h = torch.tensor(sign * self.dt0, **f64) if track else sign * self.dt0
+            elif track:
+                h = sign * self.initial_step_tracked(t0, y0, k0)
             else:
                 h = sign * self.initial_step(t0, y0, k0)
+            if self.hmax is not None:  # OrdinaryDiffEq's initial step is at most dtmax too
+                h = h.clamp(-self.hmax, self.hmax) if isinstance(h, Tensor) else min(self.hmax, max(-self.hmax, h))
+            h_first = h
         else:
             h = sign * self.dt
             n_fixed = 0  # steps since the last output time: t = T_prev + n·dt avoids drift
@@ -335,7 +453,7 @@ class _Integrator:
         nonfinite_run = n_nonfinite = 0
         t_nonfinite = t0
         while i_out < len(ts):
-            T = ts[i_out]
+            T = T_of[i_out]
             if attempts >= self.max_steps:
                 outcome = Outcome.MAX_STEPS_REACHED
                 message = (f"reached max_steps={self.max_steps} at t={t0:.10g} before t={ts[-1]:.10g} "
@@ -347,7 +465,7 @@ class _Integrator:
                     t1 = T
                 hh = t1 - t0
             else:
-                if h == 0.0 or t0 + h == t0 or abs(h) < self.eps * abs(t0):
+                if bool(h == 0.0) or bool(t0 + h == t0) or bool(abs(h) < self.eps * abs(t0)):
                     if n_nonfinite:  # the controller crept up to where f breaks: name the cause
                         outcome = Outcome.NONFINITE
                         message = (f"f produced NaN/Inf in {n_nonfinite} attempted steps, the last from "
@@ -358,7 +476,7 @@ class _Integrator:
                         message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
                     break
                 t1 = t0 + h
-                if sign * (t1 - T) > 0:  # would pass the output time: clip to land on it
+                if bool(sign * (t1 - T) > 0):  # would pass the output time: clip to land on it
                     t1 = T
                 hh = t1 - t0
             attempts += 1
@@ -386,11 +504,19 @@ class _Integrator:
                         message = (f"f produced NaN/Inf in the step from t={t0:.10g} (step {attempts}, h={hh:.3g}); "
                                    f"{n_nonfinite} such steps, {nonfinite_run} in a row")
                         break
-                    h = hh * solver.dfactor
+                    h = hh * self.controller.nonfinite_factor
                     continue
                 nonfinite_run = 0
                 accept = r <= 1.0
-                h = hh * self.factor(r)
+                if track and not self.detach_proposals:
+                    h, cstate = self.controller.propose(hh, E.double(), accept, cstate, tab.error_order)
+                elif track:  # "initial": the factor is data; h keeps the graph of the step it scales
+                    h_val, cstate = self.controller.propose(float(hh.detach()), r, accept, cstate, tab.error_order)
+                    h = torch.tensor(h_val, **f64) if accept else hh * (h_val / float(hh.detach()))
+                else:
+                    h, cstate = self.controller.propose(hh, r, accept, cstate, tab.error_order)
+                if self.hmax is not None:
+                    h = h.clamp(-self.hmax, self.hmax) if isinstance(h, Tensor) else min(self.hmax, max(-self.hmax, h))
 
             if not accept:
                 n_rej += 1
@@ -404,7 +530,7 @@ class _Integrator:
             t0, y0, k0 = t1, y1, f1
             if fixed:
                 n_fixed += 1
-            if t1 == T:
+            if bool(t1 == T):
                 outs.append(y1)
                 i_out += 1
                 if fixed:
@@ -412,8 +538,8 @@ class _Integrator:
             if self.stop is not None:
                 if k0 is None:
                     k0 = self.call(t0, y0)
-                if bool(self.stop(torch.tensor(t0, dtype=y0.dtype, device=y0.device), y0, k0)):
-                    if t1 != T:
+                if bool(self.stop(self.time(t0, y0).detach(), y0, k0)):
+                    if not bool(t1 == T):
                         outs.append(y0)
                     break
 
@@ -421,15 +547,8 @@ class _Integrator:
             bad = next(i for i, y in enumerate(outs) if not bool(torch.isfinite(y).all()))
             outcome = Outcome.NONFINITE
             message = f"f produced NaN/Inf: the state at output time t={ts[bad]:.10g} (index {bad}) is not finite"
-        return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, t0, outcome, message)
-
-    def factor(self, r: float) -> float:
-        """torchdiffeq 0.2.5's ``_optimal_step_size``: no shrink below 1 after r < 1."""
-        s = self.solver
-        if r == 0.0:
-            return s.ifactor
-        lower = 1.0 if r < 1.0 else s.dfactor
-        return min(s.ifactor, max(s.safety / r ** (1.0 / self.tab.error_order), lower))
+        self.h_first = h_first
+        return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, float(t0), outcome, message)
 
     @torch.no_grad()
     def initial_step(self, t0: float, y0: Tensor, k0: Tensor) -> float:
@@ -446,6 +565,25 @@ class _Integrator:
             h1 = (0.01 / max(d1, d2)) ** (1.0 / self.tab.error_order)
         return min(100 * h0, h1)
 
+    def initial_step_tracked(self, t0: Tensor, y0: Tensor, k0: Tensor) -> Tensor:
+        """:meth:`initial_step` with its result in the graph (a function of y0 and of f's parameters);
+        its branches are taken on values, as there."""
+        rms = lambda x: torch.linalg.vector_norm(x).double() * self.inv_sqrt_n  # noqa: E731
+        scale = y0.abs() * self.rtol + self.atol
+        d0, d1 = rms(y0 / scale), rms(k0 / scale)
+        if float(d0.detach()) < 1e-5 or float(d1.detach()) < 1e-5:
+            h0 = torch.tensor(1e-6, dtype=torch.float64, device=y0.device)
+        else:
+            h0 = 0.01 * d0 / d1
+        k1 = self.call(t0 + self.sign * h0, y0 + (self.sign * h0).to(y0.dtype) * k0)
+        d2 = rms((k1 - k0) / scale) / h0
+        dmax = torch.maximum(d1, d2)
+        if float(dmax.detach()) <= 1e-15:
+            h1 = torch.clamp(h0 * 1e-3, min=1e-6)
+        else:
+            h1 = (0.01 / dmax) ** (1.0 / self.tab.error_order)
+        return torch.minimum(100 * h0, h1)
+
     def finish(self, outs, E_list, S_list, h_list, n_acc, n_rej, t_final, outcome, message) -> ODESolution:
         y0 = self.y0
         if len(outs) < len(self.ts):  # failed early (or stopped, which appended its state already)
@@ -455,13 +593,22 @@ class _Integrator:
             ts = torch.tensor([self.ts[0], t_final], dtype=y0.dtype, device=y0.device)
         else:
             ts = self.t
-        steps = torch.tensor(h_list, dtype=torch.float64, device=y0.device)
+        if self.track:
+            h_graph = torch.stack(h_list).to(y0.dtype) if h_list else y0.new_zeros(0)
+            steps = torch.tensor([float(x.detach()) for x in h_list], dtype=torch.float64, device=y0.device)
+        else:
+            steps = torch.tensor(h_list, dtype=torch.float64, device=y0.device)
+            h_graph = None
         want_E = self.record and self.tab.b_error is not None
         want_S = self.record and self.tab.stiffness_stages is not None
         empty = y0.new_zeros(0)
         E = (torch.stack(E_list) if E_list else empty) if want_E else None
         S = (torch.stack(S_list) if S_list else empty) if want_S else None
-        h = steps.to(y0.dtype)
+        h = steps.to(y0.dtype) if h_graph is None else h_graph
+        h_first = getattr(self, "h_first", None)
+        if h_first is not None:
+            h_first = abs(h_first).to(y0.dtype) if isinstance(h_first, Tensor) else \
+                torch.tensor(abs(h_first), dtype=y0.dtype, device=y0.device)
         stats = ODEStats(
             nfe_forward=self.nfe,
             n_accepted=n_acc,
@@ -474,6 +621,8 @@ class _Integrator:
             t_final=t_final,
             outcome=outcome,
             message=message,
+            step_sizes_in_graph=h_graph,
+            initial_step=h_first,
             backward_counter=self.counter,
         )
         if not outcome.ok and self.throw:

@@ -12,7 +12,8 @@ import torchdiffeq
 from torch import Tensor, nn
 
 from implicit._outcome import Outcome, SolverError
-from implicit.ode._integrate import ODEStats, _check_number, _check_y0_t, _Counter, odeint
+from implicit.ode._controller import AbstractController, IController
+from implicit.ode._integrate import ODEStats, _check_number, _check_y0_t, _Counter, check_step_path, odeint
 from implicit.ode._regularizer import AbstractRegularizer, Steer
 from implicit.ode._solver import AbstractSolver, Bosh3, Dopri5, Euler, Tsit5
 
@@ -28,7 +29,15 @@ class Backprop(AbstractGradient):
     """Backpropagate through the solver's operations (discretise-then-optimise).
 
     Required for R_E/R_S and the augmented regularizers. Memory grows with the number of steps.
+    ``step_path`` (``"detached"``, ``"tracked"`` or ``"initial"``; see :func:`~implicit.odeint`)
+    says how much of the step-size path the gradient follows; the default holds the step sequence
+    fixed.
     """
+
+    step_path: str = "detached"
+
+    def __post_init__(self):
+        check_step_path(self.step_path)
 
 
 @final
@@ -82,8 +91,11 @@ class NeuralODE(nn.Module):
         steer: Steer | None = None,
         throw: bool = True,
         record: bool = True,
+        controller: AbstractController | None = None,
     ):
         super().__init__()
+        if controller is not None and not isinstance(controller, AbstractController):
+            raise TypeError(f"controller must be IController(...), PIController(...) or None, got {controller!r}")
         if not isinstance(f, nn.Module):
             raise TypeError(f"f must be an nn.Module f(t, z) -> dz/dt, got {type(f).__name__}")
         if not isinstance(solver, AbstractSolver):
@@ -106,14 +118,21 @@ class NeuralODE(nn.Module):
                 )
             if regularizer is not None:
                 raise ValueError(f"regularizer={regularizer!r} needs gradient=Backprop() (the adjoint path records nothing)")
+            if controller is not None and not isinstance(controller, IController):
+                raise ValueError(f"gradient=Adjoint() runs torchdiffeq's controller; controller={controller!r} needs "
+                                 "gradient=Backprop()")
+            if controller is not None:
+                raise ValueError("gradient=Adjoint() takes the controller knobs from the solver (safety, ifactor, "
+                                 "dfactor); leave controller=None")
         self.f = f
         self.t = tuple(ts)
         self.solver, self.rtol, self.atol, self.dt0 = solver, rtol, atol, dt0
         self.max_steps, self.gradient, self.regularizer, self.steer = max_steps, gradient, regularizer, steer
-        self.throw, self.record = throw, record
+        self.throw, self.record, self.controller = throw, record, controller
 
     def extra_repr(self) -> str:
-        return (f"t={self.t}, solver={self.solver}, rtol={self.rtol}, atol={self.atol}, gradient={self.gradient}, "
+        return (f"t={self.t}, solver={self.solver}, controller={self.controller}, rtol={self.rtol}, atol={self.atol}, "
+                f"gradient={self.gradient}, "
                 f"regularizer={self.regularizer}, steer={self.steer}")
 
     def times(self, like: Tensor) -> Tensor:
@@ -131,7 +150,8 @@ class NeuralODE(nn.Module):
             return self._adjoint(z0, t)
         if self.regularizer is None:
             sol = odeint(self.f, z0, t, solver=self.solver, rtol=self.rtol, atol=self.atol, dt0=self.dt0,
-                         max_steps=self.max_steps, throw=self.throw, record=self.record)
+                         max_steps=self.max_steps, throw=self.throw, record=self.record, controller=self.controller,
+                         step_path=self.gradient.step_path)
             return sol.ys, sol.stats
         return self._augmented(z0, t)
 
@@ -149,7 +169,8 @@ class NeuralODE(nn.Module):
 
         s0 = torch.cat([z0.reshape(batch, d), z0.new_zeros(batch, m)], 1)
         sol = odeint(dynamics, s0, t, solver=self.solver, rtol=self.rtol, atol=self.atol, dt0=self.dt0,
-                     max_steps=self.max_steps, throw=self.throw, record=self.record)
+                     max_steps=self.max_steps, throw=self.throw, record=self.record, controller=self.controller,
+                     step_path=self.gradient.step_path)
         zs = sol.ys[..., :d].reshape(len(t), batch, *shape)
         # Integrals over |t1 - t0|: positive whichever way time runs.
         sign = 1.0 if float(t[-1]) > float(t[0]) else -1.0
