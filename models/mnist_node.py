@@ -14,12 +14,22 @@ Variants differ in what the model reports for the training script to weight, and
 
 R_E and R_S of every solve are also in ``metrics`` (as plain numbers) so vanilla runs log them.
 
-Tolerance: the paper solved (in Julia) at abstol = reltol = 1.4e-8. In float32 that is
-below the rounding noise of a step (machine epsilon 1.2e-7, times |z| of a few units for
-normalized pixels, times the handful of stage sums), so the controller would see noise and reject
-at random. We default to rtol = atol = 1e-5, about two orders of magnitude above that noise:
-the error estimate still measures truncation error, and the NFE still responds to how hard the
-learned dynamics are, which is what the regularizers act on. Expect fewer NFE than the paper's.
+How the solve and the regularizers are set up (every option a config field):
+
+* ``rtol``/``atol`` (default 1e-5). The authors solved at 1.4e-8 in Float32, and that works here
+  too: the embedded error estimate is a combination of stages times h, not a difference of two
+  rounded solutions, so it does not drown in rounding noise (`train/mnist_node_authors.py` holds
+  the measurements and the authors' settings with their sources).
+* ``controller``: ``"i"`` (torchdiffeq's integral controller, default) or ``"pi"``
+  (OrdinaryDiffEq's PI controller with its Tsit5 defaults, as the authors' solver).
+* ``step_path``: how much of the step-size path the gradient follows (``implicit.odeint``).
+* ``aggregation``: ``"paper"`` R_E = Σ E_j|h_j|, R_S = Σ S_j|h_j| (the paper's formulas), or
+  ``"authors"``, what the authors' code trains on: R_E = mean over the saved values
+  [1·h_0, E_1 h_1, ..., E_n h_n] (their saving callback also saves at the start, where
+  OrdinaryDiffEq's EEst is 1 and dt the initial step) and R_S = max over [1, S_1, ..., S_n] of
+  |S|/3.5068 (eigen_est starts at 1; 3.5068 is Tsit5's stability size), no step weighting.
+* ``init``: ``"torch"`` (PyTorch's default Linear init) or ``"glorot"`` (Glorot-uniform weights and
+  zero biases, Flux's Dense default).
 """
 
 from __future__ import annotations
@@ -31,7 +41,15 @@ from torch import nn
 
 from models._base import ZooOutput
 
-__all__ = ["MNISTNODEConfig", "MNISTNODE", "ODEFunc", "VARIANTS", "REGULARIZERS", "PAPER", "build", "BUILDERS"]
+__all__ = ["MNISTNODEConfig", "MNISTNODE", "ODEFunc", "VARIANTS", "REGULARIZERS", "PAPER", "build", "BUILDERS",
+           "TSIT5_STABILITY_SIZE"]
+
+# OrdinaryDiffEq.jl v5.50.0, src/alg_utils.jl: alg_stability_size(alg::Tsit5) = 3.5068 (the authors
+# scale the stiffness estimate by its inverse).
+TSIT5_STABILITY_SIZE = 3.5068
+CONTROLLERS = ("i", "pi")
+AGGREGATIONS = ("paper", "authors")
+INITS = ("torch", "glorot")
 
 VARIANTS = ("node", "ernode", "srnode", "steer", "taynode", "steer+er", "steer+sr", "sr+er")
 # which regularizers each variant reports (and so trains on, with the script's weights)
@@ -74,10 +92,20 @@ class MNISTNODEConfig:
     max_steps: int = 2000
     steer_b: float = 0.5
     taylor_order: int = 3
+    controller: str = "i"
+    step_path: str = "detached"
+    aggregation: str = "paper"
+    init: str = "torch"
 
     def __post_init__(self):
+        from implicit.ode import STEP_PATHS
+
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        for name, allowed in (("controller", CONTROLLERS), ("step_path", STEP_PATHS), ("aggregation", AGGREGATIONS),
+                              ("init", INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("hidden", "max_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -93,39 +121,47 @@ class MNISTNODE(nn.Module):
 
     def __init__(self, config: MNISTNODEConfig = MNISTNODEConfig()):
         super().__init__()
-        from implicit import NeuralODE, Steer, TaylorRegularizer, Tsit5
+        from implicit import Backprop, NeuralODE, PIController, Steer, TaylorRegularizer, Tsit5
 
         self.config = config
+        f = ODEFunc(784, config.hidden)
+        self.readout = nn.Linear(784, 10)
+        if config.init == "glorot":
+            for layer in (f.l1, f.l2, self.readout):
+                nn.init.xavier_uniform_(layer.weight)  # Flux's glorot_uniform: U(±sqrt(6 / (fan_in + fan_out)))
+                nn.init.zeros_(layer.bias)
+        solve = dict(t=(0.0, 1.0), solver=Tsit5(), rtol=config.rtol, atol=config.atol, max_steps=config.max_steps,
+                     controller=PIController() if config.controller == "pi" else None,
+                     gradient=Backprop(step_path=config.step_path))
         self.ode = NeuralODE(
-            ODEFunc(784, config.hidden),
-            t=(0.0, 1.0),
-            solver=Tsit5(),
-            rtol=config.rtol,
-            atol=config.atol,
-            max_steps=config.max_steps,
+            f, **solve,
             regularizer=TaylorRegularizer(order=config.taylor_order) if config.variant == "taynode" else None,
             steer=Steer(b=config.steer_b) if config.variant in STEER_VARIANTS else None,
         )
         # TayNODE integrates its regularizer as extra state, which changes the error control; the
         # test NFE of the paper is that of the plain ODE, so eval mode solves without it (same f).
-        self.ode_plain = None
-        if config.variant == "taynode":
-            self.ode_plain = NeuralODE(self.ode.f, t=(0.0, 1.0), solver=Tsit5(), rtol=config.rtol, atol=config.atol,
-                                       max_steps=config.max_steps)
-        self.readout = nn.Linear(784, 10)
+        self.ode_plain = NeuralODE(f, **solve) if config.variant == "taynode" else None
 
     def forward(self, images: torch.Tensor) -> ZooOutput:
         if images.dim() < 2 or images[0].numel() != 28 * 28:
             raise ValueError(f"images must have shape (batch, 1, 28, 28) or (batch, 784), got {tuple(images.shape)}")
         ode = self.ode_plain if (self.ode_plain is not None and not self.training) else self.ode
         zs, stats = ode(images.reshape(images.shape[0], 784))
-        available = {"error": stats.reg_error, "stiffness": stats.reg_stiffness, "taylor": stats.reg_taylor}
+        if self.config.aggregation == "paper":
+            available = {"error": stats.reg_error, "stiffness": stats.reg_stiffness, "taylor": stats.reg_taylor}
+        else:
+            available = {"error": _authors_error(stats), "stiffness": _authors_stiffness(stats),
+                         "taylor": stats.reg_taylor}
         regularizers = {name: available[name] for name in REGULARIZERS[self.config.variant] if available[name] is not None}
         metrics = {"accepted": float(stats.n_accepted), "rejected": float(stats.n_rejected)}
         if stats.reg_error is not None:
             metrics["R_E"] = float(stats.reg_error.detach())
         if stats.reg_stiffness is not None:
             metrics["R_S"] = float(stats.reg_stiffness.detach())
+        if self.config.aggregation == "authors":
+            for key, name in (("R_E_authors", "error"), ("R_S_authors", "stiffness")):
+                if available[name] is not None:
+                    metrics[key] = float(available[name].detach())
         return ZooOutput(
             logits=self.readout(zs[-1]),
             regularizers=regularizers,
@@ -133,6 +169,21 @@ class MNISTNODE(nn.Module):
             stats=stats,
             metrics=metrics,
         )
+
+
+def _authors_error(stats):
+    """mean([1·h_0, E_1 h_1, ..., E_n h_n]): the authors' saved values include the start."""
+    if stats.error_estimates is None or stats.initial_step is None:
+        return None
+    return (stats.initial_step + stats.regularizer("error", "sum")) / (stats.n_accepted + 1)
+
+
+def _authors_stiffness(stats):
+    """max([1, S_1, ..., S_n]) / 3.5068: eigen_est starts at 1 and is saved at the start too."""
+    s = stats.stiffness_estimates
+    if s is None:
+        return None
+    return torch.cat([s.new_ones(1), s.abs()]).amax() / TSIT5_STABILITY_SIZE
 
 
 def build(config: MNISTNODEConfig) -> MNISTNODE:

@@ -100,8 +100,10 @@ def _normalize(images_uint8_nchw: torch.Tensor, mean, std) -> torch.Tensor:
     return x.sub_(m).div_(s)
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, *, train: bool, download: bool = False) -> InMemoryDataset:
-    """MNIST through ``torchvision.datasets.MNIST`` (files in ``<data_dir>/MNIST/raw``)."""
+def load_mnist(data_dir: str | os.PathLike | None = None, *, train: bool, download: bool = False,
+               normalize: bool = True) -> InMemoryDataset:
+    """MNIST through ``torchvision.datasets.MNIST`` (files in ``<data_dir>/MNIST/raw``); pixels in
+    [0, 1], then standardised by MNIST's mean and std unless ``normalize=False``."""
     root = resolve_data_dir(data_dir)
     raw = root / "MNIST" / "raw"
     if not download and not all((raw / f).is_file() for f in MNIST_RAW_FILES):
@@ -115,10 +117,11 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, train: bool, downlo
     from torchvision.datasets import MNIST
 
     ds = MNIST(str(root), train=train, download=download)
-    x = _normalize(ds.data.unsqueeze(1), MNIST_MEAN, MNIST_STD)
+    x = _normalize(ds.data.unsqueeze(1), MNIST_MEAN, MNIST_STD) if normalize else _normalize(ds.data.unsqueeze(1), (0.0,), (1.0,))
     y = ds.targets.to(torch.int64)
     split = "train" if train else "test"
-    return InMemoryDataset(x=x, y=y, num_classes=10, description=f"MNIST {split} ({len(y)} images)")
+    pixels = "" if normalize else ", pixels in [0, 1]"
+    return InMemoryDataset(x=x, y=y, num_classes=10, description=f"MNIST {split} ({len(y)} images{pixels})")
 
 
 class CIFAR10Npz(torch.utils.data.Dataset):
@@ -182,10 +185,14 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, train: bool, down
     return InMemoryDataset(x=x, y=labels, num_classes=10, description=f"{source} {split} ({len(labels)} images)")
 
 
-def load(name: str, data_dir=None, *, train: bool, download: bool = False, limit: int | None = None) -> InMemoryDataset:
-    """Load data set ``name`` (one of :data:`DATASETS`), optionally limited to a fixed subset."""
+def load(name: str, data_dir=None, *, train: bool, download: bool = False, limit: int | None = None,
+         normalize: bool = True) -> InMemoryDataset:
+    """Load data set ``name`` (one of :data:`DATASETS`), optionally limited to a fixed subset;
+    ``normalize=False`` (MNIST only) keeps pixels in [0, 1]."""
     if name == "mnist":
-        ds = load_mnist(data_dir, train=train, download=download)
+        ds = load_mnist(data_dir, train=train, download=download, normalize=normalize)
+    elif not normalize:
+        raise ValueError(f"normalize=False is supported for mnist only, got data set {name!r}")
     elif name == "cifar10":
         ds = load_cifar10(data_dir, train=train, download=download)
     else:

@@ -76,6 +76,29 @@ class ExponentialAnneal(WeightSchedule):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EpochwiseExponential(WeightSchedule):
+    """``start · exp(−k·e)``, k = ln(start/end)/epochs, constant within epoch e = 0, 1, ...
+
+    The ERNODE authors' schedule (``λ_func(epoch − 1)`` per epoch; the last epoch gets
+    start·(end/start)^((epochs−1)/epochs), not quite ``end``), compressed to ``epochs``.
+    """
+
+    start: float
+    end: float
+    epochs: int
+
+    def __post_init__(self):
+        if not (self.start > 0 and self.end > 0):
+            raise ValueError(f"EpochwiseExponential needs start > 0 and end > 0, got {self.start!r}, {self.end!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"EpochwiseExponential needs a positive int epochs, got {self.epochs!r}")
+
+    def __call__(self, progress: float) -> float:
+        e = min(int(progress * self.epochs + 1e-9), self.epochs - 1)
+        return self.start * math.exp(-math.log(self.start / self.end) / self.epochs * e)
+
+
+@dataclass(frozen=True, kw_only=True)
 class InverseDecay:
     """Learning-rate factor ``1 / (1 + decay * step)`` for ``torch.optim.lr_scheduler.LambdaLR``
     (Flux's InvDecay, used by the ERNODE paper with decay 1e-5). A dataclass rather than a
@@ -272,6 +295,8 @@ def _row_columns(row: Mapping) -> list[tuple[str, str, int, str]]:
         cols.append((f"regularizers/{k}", "{:>11.4g}", 11, ("R_" + k)[:11]))
     for k in sorted(row.get("metrics", {})):
         cols.append((f"metrics/{k}", "{:>11.4g}", 11, k[:11]))
+    for k in sorted(row.get("probes", {})):
+        cols.append((f"probes/{k}", "{:>11.4g}", 11, k[:11]))
     cols += [(k, f, w, k) for k, f, w in _TAIL]
     return cols
 
@@ -312,13 +337,16 @@ def fit(
     resume_ignore: Iterable[str] = (),
     checkpoint_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
+    probes: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
 ) -> dict:
     """Train ``model`` (already on ``ctx.device``; wrapped in DDP here when distributed) and
     return the run record (also written to ``out_dir/<run.name>.json`` by rank 0).
 
     ``scheduler`` (may be None) is stepped once per optimizer step. ``config`` is the script's
     config dataclass; it is stored in checkpoints and the record, and on ``resume`` must equal
-    the checkpoint's except for fields named in ``resume_ignore``.
+    the checkpoint's except for fields named in ``resume_ignore``. ``probes(model)``, if given, runs
+    after each round's evaluation (model in eval mode, no grad) and its numbers go into the row's
+    ``probes`` (e.g. the NFE on a fixed batch).
     """
     for name, w in weights.items():
         if not isinstance(w, WeightSchedule):
@@ -451,6 +479,13 @@ def fit(
             _sync(ctx.device)
             t_eval = time.perf_counter()
             ev = evaluate(ddp_model, test_data, batch_size=eval_bs, ctx=ctx)
+            probed = {}
+            if probes is not None:
+                plain = _distributed.unwrap_model(ddp_model)
+                plain.eval()
+                with torch.no_grad():
+                    probed = dict(probes(plain))
+                plain.train()
             _sync(ctx.device)
             eval_s = time.perf_counter() - t_eval
             named = {k: s / c for k, (s, c) in red.named.items() if c > 0}
@@ -463,6 +498,7 @@ def fit(
                 **ev,
                 "regularizers": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("reg/")},
                 "metrics": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("metric/")},
+                **({"probes": probed} if probes is not None else {}),
                 "weights": {k: w((step - 1) / total) for k, w in weights.items()},
                 "lr": optimizer.param_groups[0]["lr"],
                 "train_s": red.seconds, "train_time_s": train_time, "eval_s": eval_s,
@@ -520,4 +556,5 @@ def _summary(history: list[dict], train_time: float) -> dict:
         "train_time_s": train_time,
         "nfe_forward": last["nfe_forward"], "nfe_backward": last["nfe_backward"],
         "regularizers": last["regularizers"],
+        **({"probes": last["probes"]} if "probes" in last else {}),
     }

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from train import _cli, _data, _distributed, _trainer
-from train._trainer import Constant, ExponentialAnneal, WeightSchedule
+from train._trainer import Constant, EpochwiseExponential, ExponentialAnneal, WeightSchedule
 
 SCRIPT = "train.mnist"
 
@@ -55,12 +55,22 @@ class Family:
     tolerance: Callable[[float | None, float | None], dict]
     extra_options: Callable[["MNISTConfig"], dict] = lambda config: {}
     description: str = ""
+    # --preset authors: training settings as ``small``/``paper``, and the solver/model/input options
+    # (MNISTConfig fields) it sets; None where the family has no such preset
+    authors: Mapping[str, Any] | None = None
+    authors_options: Mapping[str, Any] = field(default_factory=dict)
+    probes: Callable[["MNISTConfig", Any], Callable] | None = None
 
 
 def _node_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
     # Paper: λ_E annealed exponentially from 100 to 10 over training; λ_S = 0.0285; TayNODE λ = 3.02e-3.
-    er = {"error": ExponentialAnneal(start=100.0, end=10.0)}
-    sr = {"stiffness": Constant(value=0.0285)}
+    # --preset authors: their per-epoch schedule of λ_E, and λ_S = 0.1 on their max-of-|S| term
+    # (train/mnist_node_authors.py names the source lines).
+    if config.preset == "authors":
+        er = {"error": EpochwiseExponential(start=100.0, end=10.0, epochs=config.epochs)}
+    else:
+        er = {"error": ExponentialAnneal(start=100.0, end=10.0)}
+    sr = {"stiffness": Constant(value=0.1 if config.aggregation == "authors" else 0.0285)}
     return {
         "node": {}, "steer": {}, "ernode": er, "srnode": sr, "taynode": {"taylor": Constant(value=3.02e-3)},
         "steer+er": er, "steer+sr": sr, "sr+er": {**sr, **er},
@@ -69,6 +79,29 @@ def _node_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedu
 
 def _node_tolerance(rtol, atol):
     return {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
+
+
+def _node_options(config: "MNISTConfig") -> dict:
+    keys = ("controller", "step_path", "aggregation", "init", "max_steps")
+    return {k: getattr(config, k) for k in keys if getattr(config, k) is not None}
+
+
+def _node_probes(config: "MNISTConfig", train):
+    """NFE of two fixed batches after every epoch, as the authors' script logs it: uniform-random
+    images in [0, 1] (its earlier version) and the first training images (its release)."""
+    n = config.batch_size
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(n, 1, 28, 28, generator=gen)
+    if config.inputs == "normalized":
+        noise = (noise - _data.MNIST_MEAN[0]) / _data.MNIST_STD[0]
+    first = train.x[:n]
+    device = torch.device(config.device)
+
+    def probe(model) -> dict:
+        return {"nfe_random": float(model(noise.to(device)).nfe_forward),
+                "nfe_train_first": float(model(first.to(device)).nfe_forward)}
+
+    return probe
 
 
 def _deq_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
@@ -101,7 +134,14 @@ FAMILIES = (
         paper={"epochs": 75, "batch_size": 512, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5,
                "limit_train": None, "limit_test": None},
         tolerance=_node_tolerance,
+        extra_options=_node_options,
         description="neural ODEs, Tsit5 on [0, 1], default rtol = atol = 1e-5 (see models.mnist_node)",
+        authors={"epochs": 75, "batch_size": 512, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5,
+                 "limit_train": None, "limit_test": None},
+        authors_options={"rtol": 1.4e-8, "atol": 1.4e-8, "controller": "pi", "step_path": "initial",
+                         "aggregation": "authors", "init": "glorot", "inputs": "unit", "eval_batch_size": 512,
+                         "max_steps": 100},
+        probes=_node_probes,
     ),
     Family(
         name="deq", module="models.mnist_deq", baseline="deq", weights=_deq_weights,
@@ -187,6 +227,12 @@ class MNISTConfig:
     reg_weights: tuple[tuple[str, float], ...] = ()
     limit_train: int | None
     limit_test: int | None
+    controller: str | None = None  # node family: "i" or "pi" (None: the model's default)
+    step_path: str | None = None
+    aggregation: str | None = None
+    init: str | None = None
+    max_steps: int | None = None
+    inputs: str = "normalized"  # MNIST pixels standardised, or "unit": in [0, 1]
     eval_batch_size: int = 1000
     seed: int = 0
     device: str = "cpu"
@@ -207,7 +253,7 @@ class MNISTConfig:
 
 # fields that may differ between an interrupted run and its --resume
 RESUME_IGNORES = ("resume", "stop_after_epoch", "threads", "progress", "data_dir", "download", "out", "checkpoint_dir")
-PRESETS = ("small", "paper")
+PRESETS = ("small", "paper", "authors")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -250,7 +296,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--model", default="node", choices=names, metavar="NAME",
                    help=f"zoo model, one of: {', '.join(names)} (default: node)")
     p.add_argument("--preset", default="small", choices=PRESETS,
-                   help="small: a few-minute CPU run on a subset; paper: the paper's full schedule (default: small)")
+                   help="small: a few-minute CPU run on a subset; paper: the paper's full schedule; authors (node "
+                        "family): every setting of the authors' release script (see train.mnist_node_authors) "
+                        "(default: small)")
     p.add_argument("--epochs", type=_cli.positive_int, default=None, help="training epochs (default: family)")
     p.add_argument("--batch-size", type=_cli.positive_int, default=None,
                    help="global batch size, split over torchrun processes (default: family)")
@@ -261,11 +309,27 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help="inverse decay per step: lr_k = lr / (1 + decay * k) (default: family; 1e-5 for node)")
     p.add_argument("--weight-decay", type=_float_in(0.0, 1.0), default=0.0, help="L2 weight decay (default: 0)")
     p.add_argument("--rtol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
-                   help="solver relative tolerance (default: model's; node 1e-5: the paper's 1.4e-8 is "
-                        "below float32 rounding noise, 1e-5 keeps the error estimate measuring truncation error; "
-                        "DEQ: relative residual)")
+                   help="solver relative tolerance (default: model's; node 1e-5, 1.4e-8 with --preset authors "
+                        "(the authors'); DEQ: relative residual)")
     p.add_argument("--atol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
-                   help="solver absolute tolerance (default: model's; node 1e-5)")
+                   help="solver absolute tolerance (default: model's; node 1e-5, 1.4e-8 with --preset authors)")
+    p.add_argument("--controller", default=None, choices=("i", "pi"),
+                   help="node family: step-size controller, i (torchdiffeq's) or pi (OrdinaryDiffEq's) "
+                        "(default: i; pi with --preset authors)")
+    p.add_argument("--step-path", default=None, choices=("detached", "tracked", "initial"),
+                   help="node family: how much of the step-size path the gradient follows (default: detached; "
+                        "initial with --preset authors)")
+    p.add_argument("--aggregation", default=None, choices=("paper", "authors"),
+                   help="node family: R_E/R_S as the paper's sums or as the authors' code (mean / max) "
+                        "(default: paper; authors with --preset authors)")
+    p.add_argument("--init", default=None, choices=("torch", "glorot"),
+                   help="node family: weight init (default: torch; glorot with --preset authors)")
+    p.add_argument("--inputs", default=None, choices=("normalized", "unit"),
+                   help="MNIST pixels standardised by mean/std, or unit: in [0, 1] (default: normalized; "
+                        "unit with --preset authors)")
+    p.add_argument("--max-steps", type=_cli.positive_int, default=None,
+                   help="node family: bound on attempted solver steps per solve (default: 2000; 100 with "
+                        "--preset authors, which keeps the step path in memory)")
     p.add_argument("--solver", default="continuous", choices=("continuous", "newton", "broyden"),
                    help="DEQ models only: forward solver (default: continuous)")
     p.add_argument("--jacobian-reg", action="store_true", help="DEQ models only: Jacobian regularization (λ 1.0)")
@@ -279,7 +343,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help="train on the first N images of a fixed shuffled order; 0 = all (default: family)")
     p.add_argument("--limit-test", type=_cli.nonneg_int, default=None,
                    help="test on the first N images of a fixed shuffled order; 0 = all (default: family)")
-    p.add_argument("--eval-batch-size", type=_cli.positive_int, default=1000, help="test batch size (default: 1000)")
+    p.add_argument("--eval-batch-size", type=_cli.positive_int, default=None,
+                   help="test batch size (default: 1000; 512 with --preset authors)")
     p.add_argument("--seed", type=_cli.nonneg_int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--data-dir", default=None,
@@ -304,7 +369,19 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
     parser = build_parser(registry)
     args = parser.parse_args(argv)
     family = registry.entries[args.model][0]
-    preset = family.small if args.preset == "small" else family.paper
+    if args.preset == "authors" and family.authors is None:
+        parser.error(f"--preset authors exists for the node family only, not --model {args.model}")
+    preset = {"small": family.small, "paper": family.paper, "authors": family.authors}[args.preset]
+    authors = family.authors_options if args.preset == "authors" else {}
+    node_only = {k: getattr(args, k) for k in ("controller", "step_path", "aggregation", "init", "max_steps")}
+    if family.name != "node" and any(v is not None for v in node_only.values()):
+        parser.error("--controller, --step-path, --aggregation, --init and --max-steps apply to the node family only, "
+                     f"not --model {args.model}")
+    chosen = {k: v if v is not None else authors.get(k) for k, v in node_only.items()}
+    inputs = args.inputs or authors.get("inputs", "normalized")
+    eval_batch_size = args.eval_batch_size or authors.get("eval_batch_size", 1000)
+    rtol = args.rtol if args.rtol is not None else authors.get("rtol")
+    atol = args.atol if args.atol is not None else authors.get("atol")
     values = {}
     for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "lr_decay", "limit_train", "limit_test"):
         given = getattr(args, key)
@@ -323,13 +400,14 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
     if values["optimizer"] == "adam" and args.momentum not in (None, 0.0):
         parser.error("--momentum applies to --optimizer sgd only")
     try:
-        family.tolerance(args.rtol, args.atol)
+        family.tolerance(rtol, atol)
     except ValueError as e:
         parser.error(str(e))
     return MNISTConfig(
-        model=args.model, preset=args.preset, **values, weight_decay=args.weight_decay, rtol=args.rtol, atol=args.atol,
+        model=args.model, preset=args.preset, **values, weight_decay=args.weight_decay, rtol=rtol, atol=atol,
+        **chosen, inputs=inputs,
         solver=args.solver, jacobian_reg=args.jacobian_reg, steady_state_test=steady_state_test, reg_weights=tuple(args.reg_weight),
-        eval_batch_size=args.eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
+        eval_batch_size=eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
         download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
         resume=args.resume, stop_after_epoch=args.stop_after_epoch, threads=args.threads, progress=args.progress,
     )
@@ -377,8 +455,11 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
             if ctx.is_main:
                 _data.load("mnist", config.data_dir, train=True, download=True)
             _distributed.barrier(ctx)
-        train = _data.load("mnist", config.data_dir, train=True, download=config.download, limit=config.limit_train)
-        test = _data.load("mnist", config.data_dir, train=False, download=config.download, limit=config.limit_test)
+        unit = config.inputs == "unit"
+        train = _data.load("mnist", config.data_dir, train=True, download=config.download, limit=config.limit_train,
+                           normalize=not unit)
+        test = _data.load("mnist", config.data_dir, train=False, download=config.download, limit=config.limit_test,
+                          normalize=not unit)
         _seed_everything(config.seed)
         options = {**family.tolerance(config.rtol, config.atol), **family.extra_options(config)}
         model = builder(**options).to(ctx.device)
@@ -401,10 +482,11 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
             weights=weights, ctx=ctx, out_dir=config.out,
             run=_trainer.RunInfo(name=config.name, script=SCRIPT, model=config.model, baseline=family.baseline,
                                  paper=paper,
-                                 notes=("not the paper's schedule: " + ", ".join(diff)) if (
+                                 notes=(f"not {_whose(config)} schedule: " + ", ".join(diff)) if (
                                      diff := schedule_differences(config, family)) else ""),
             config=config, resume=config.resume, resume_ignore=RESUME_IGNORES, checkpoint_dir=config.checkpoint_dir,
             log=lambda m: print(m, flush=True),
+            probes=family.probes(config, train) if family.probes is not None else None,
         )
         if ctx.is_main:
             print(_final_message(config, record, train, test, family), flush=True)
@@ -417,8 +499,16 @@ def schedule_differences(config: MNISTConfig, family: Family) -> list[str]:
     """Where the run's schedule differs from the paper's, e.g. ["epochs 2 (paper 25)"]; empty for
     the paper's schedule however it was asked for (--preset paper or every option by hand)."""
     return [f"{k} {getattr(config, k) if getattr(config, k) is not None else 'all'} "
-            f"(paper {v if v is not None else 'all'})"
-            for k, v in family.paper.items() if getattr(config, k) != v]
+            f"({'authors' if config.preset == 'authors' else 'paper'} {v if v is not None else 'all'})"
+            for k, v in _reference(config, family).items() if getattr(config, k) != v]
+
+
+def _whose(config: MNISTConfig) -> str:
+    return "the authors'" if config.preset == "authors" else "the paper's"
+
+
+def _reference(config: MNISTConfig, family: Family) -> Mapping[str, Any]:
+    return family.authors if config.preset == "authors" and family.authors is not None else family.paper
 
 
 def _final_message(config: MNISTConfig, record: dict, train, test, family: Family) -> str:
@@ -433,8 +523,9 @@ def _final_message(config: MNISTConfig, record: dict, train, test, family: Famil
     ]
     diff = schedule_differences(config, family)
     if diff:
-        lines.append(f"This is not the paper's schedule ({', '.join(diff)}): expect lower accuracy; "
-                     "use --preset paper for the full schedule.")
+        lines.append(f"This is not {_whose(config)} schedule ({', '.join(diff)}): expect lower accuracy; "
+                     f"use --preset {config.preset if config.preset != 'small' else 'paper'} without budget options "
+                     "for the full schedule.")
     lines.append(f"Record: {record['paths']['json']}  (table and plots: python -m train.report {config.out})")
     return "\n".join(lines)
 
