@@ -215,3 +215,76 @@ def test_two_processes_under_torchrun(tmp_path):
     assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 32
     assert rec["history"][0]["test_items"] == 100 and rec["history"][0]["regularizers"]["stiffness"] > 0
     assert proc.stdout.count("test accuracy") == 1  # only rank 0 prints
+
+
+# --- --preset authors (train.mnist_node_authors) -------------------------------------------------
+
+
+def test_authors_preset_settings_and_overrides():
+    c = mnist.parse_config(["--preset", "authors", "--model", "srnode"])
+    assert (c.rtol, c.atol, c.controller, c.step_path, c.aggregation, c.init, c.inputs) == \
+        (1.4e-8, 1.4e-8, "pi", "initial", "authors", "glorot", "unit")
+    assert (c.epochs, c.batch_size, c.optimizer, c.lr, c.momentum, c.lr_decay, c.eval_batch_size) == \
+        (75, 512, "sgd", 0.1, 0.9, 1e-5, 512)
+    family = mnist.Registry.discover().entries["srnode"][0]
+    assert mnist.schedule_differences(c, family) == []
+    assert mnist._weights(c, family)["stiffness"](0.5) == 0.1  # on the authors' max-of-|S| term
+    er = mnist._weights(mnist.parse_config(["--preset", "authors", "--model", "ernode", "--epochs", "4"]), family)
+    # the authors' per-epoch schedule, compressed to 4 epochs: 100·10^(-e/4), constant within an epoch
+    assert [er["error"](p) for p in (0.0, 0.2, 0.25, 0.99)] == pytest.approx([100.0, 100.0, 100 * 10 ** -0.25,
+                                                                             100 * 10 ** -0.75])
+    o = mnist.parse_config(["--preset", "authors", "--model", "sr+er", "--controller", "i", "--step-path", "tracked",
+                            "--aggregation", "paper", "--rtol", "1e-5", "--inputs", "normalized"])
+    assert (o.controller, o.step_path, o.aggregation, o.rtol, o.atol, o.inputs, o.init) == \
+        ("i", "tracked", "paper", 1e-5, 1.4e-8, "normalized", "glorot")
+    assert mnist._weights(o, family)["stiffness"](0.0) == 0.0285  # the paper's λ_S belongs to its sum
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--preset", "authors", "--model", "deq"], r"--preset authors exists for the node family only"),
+        (["--model", "deq", "--controller", "pi"], r"--controller, --step-path, .* apply to the node family only"),
+        (["--step-path", "through"], r"argument --step-path: invalid choice: 'through'"),
+        (["--aggregation", "median"], r"argument --aggregation: invalid choice: 'median'"),
+        (["--max-steps", "0"], r"argument --max-steps: expected a positive integer, got 0"),
+    ],
+)
+def test_bad_authors_options_are_one_line_errors(argv, message, capsys):
+    import re
+
+    with pytest.raises(SystemExit) as info:
+        mnist.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+
+
+@needs_mnist
+def test_authors_preset_run_records_its_settings_and_probes(tmp_path):
+    # the preset at a tiny budget and a loose tolerance; every other setting is the authors'
+    argv = ["--preset", "authors", "--model", "ernode", "--data-dir", str(DATA), "--limit-train", "64",
+            "--batch-size", "32", "--limit-test", "32", "--epochs", "1", "--rtol", "1e-4", "--atol", "1e-4",
+            "--out", str(tmp_path), "--no-progress"]
+    assert mnist.main(argv) == 0
+    rec = json.loads((tmp_path / "ernode_seed0.json").read_text())
+    cfg = rec["config"]
+    assert (cfg["controller"], cfg["step_path"], cfg["aggregation"], cfg["init"], cfg["inputs"], cfg["max_steps"]) == \
+        ("pi", "initial", "authors", "glorot", "unit", 100)
+    assert "pixels in [0, 1]" in rec["data"]["train"] and rec["notes"].startswith("not the authors' schedule")
+    (row,) = rec["history"]
+    assert row["probes"]["nfe_random"] >= 8 and row["probes"]["nfe_train_first"] >= 8
+    assert row["weights"]["error"] == 100.0 and row["regularizers"]["error"] > 0
+    assert row["metrics"]["R_E_authors"] == pytest.approx(row["regularizers"]["error"])
+    assert rec["summary"]["probes"] == row["probes"]
+
+
+def test_authors_aggregation_is_the_mean_with_the_start_value_and_the_scaled_max():
+    torch.manual_seed(0)
+    model = BUILDERS["sr+er"](aggregation="authors", controller="pi", rtol=1e-4, atol=1e-4)
+    out = model(torch.rand(4, 1, 28, 28))
+    st = out.stats
+    E, S, h = st.error_estimates.tolist(), st.stiffness_estimates.tolist(), st.step_sizes.tolist()
+    expect_E = (float(st.initial_step) + sum(e * x for e, x in zip(E, h))) / (len(E) + 1)
+    assert float(out.regularizers["error"]) == pytest.approx(expect_E, rel=1e-5)
+    assert float(out.regularizers["stiffness"]) == pytest.approx(max([1.0] + S) / 3.5068, rel=1e-6)
