@@ -288,3 +288,16 @@ def test_authors_aggregation_is_the_mean_with_the_start_value_and_the_scaled_max
     expect_E = (float(st.initial_step) + sum(e * x for e, x in zip(E, h))) / (len(E) + 1)
     assert float(out.regularizers["error"]) == pytest.approx(expect_E, rel=1e-5)
     assert float(out.regularizers["stiffness"]) == pytest.approx(max([1.0] + S) / 3.5068, rel=1e-6)
+
+
+@needs_mnist
+def test_a_solve_past_max_steps_ends_the_run_cleanly(tmp_path, capsys):
+    # with the step path in the graph a runaway solve must stop at max_steps, not exhaust memory
+    argv = ["--preset", "authors", "--model", "node", "--data-dir", str(DATA), "--limit-train", "32",
+            "--batch-size", "32", "--limit-test", "32", "--epochs", "1", "--max-steps", "3", "--out", str(tmp_path),
+            "--no-progress"]
+    assert mnist.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "node_seed0 stopped" in err and "max_steps=3" in err and "Traceback" not in err
+    rec = json.loads((tmp_path / "node_seed0.json").read_text())
+    assert not rec["complete"] and rec["failure"]["step"] == 0 and "max_steps=3" in rec["failure"]["error"]

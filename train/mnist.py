@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from implicit import SolverError
 from train import _cli, _data, _distributed, _trainer
 from train._trainer import Constant, EpochwiseExponential, ExponentialAnneal, WeightSchedule
 
@@ -537,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
         run(config, registry=registry)
     except _data.DataNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
+    except (SolverError, FloatingPointError) as e:
+        # a training outcome, not a bug: the record names the step and keeps the last finished epoch
+        print(f"error: {config.name} stopped: {e}; its record ({config.out}/{config.name}.json) keeps the last "
+              "finished epoch and the failure", file=sys.stderr)
+        return 1
     return 0
 
 
