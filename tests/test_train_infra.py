@@ -429,3 +429,12 @@ def test_median_table_over_seeds():
     assert node[1].strip() == "node" and node[2].strip() == "3 (0, 1, 2)" and node[7].strip() == "170.0"
     assert ern[7].strip() == "95.0" and ern[8].strip() == f"{170 / 95:.2f}"
     assert _results.median_table(runs[:1] + runs[3:4]) == ""
+
+
+def test_record_command_holds_no_machine_paths(tmp_path):
+    from train._results import REPO_ROOT, command_line
+
+    cmd = command_line([str(REPO_ROOT / "train" / "mnist.py"), "--out", str(tmp_path / "runs"), "--data-dir",
+                        "../shared/data", str(REPO_ROOT / "results" / "mnist")])
+    assert cmd.split()[1:] == ["-m", "train.mnist", "--out", "<runs>", "--data-dir", "../shared/data", "results/mnist"]
+    assert str(REPO_ROOT) not in cmd and str(tmp_path) not in cmd

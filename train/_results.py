@@ -113,8 +113,37 @@ def environment(*, world_size: int = 1, device: str = "cpu") -> dict:
             "world_size": world_size,
             "platform": platform.platform(),
         },
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
     }
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that ran, without this machine's paths: a script of the repository run as
+    ``python -m pkg.module`` appears so, other paths inside the repository relative to it."""
+    argv = list(sys.argv if argv is None else argv)
+    words = [Path(sys.executable).name]
+    if argv:
+        first = Path(argv[0])
+        try:
+            rel = first.resolve().relative_to(REPO_ROOT)
+        except (ValueError, OSError):
+            rel = None
+        if rel is not None and rel.suffix == ".py":
+            words += ["-m", ".".join(rel.with_suffix("").parts)]
+        elif rel is not None:
+            words.append(rel.as_posix())
+        else:
+            words.append(first.name if first.is_absolute() else argv[0])
+        argv = argv[1:]
+    for a in argv:
+        p = Path(a)
+        if p.is_absolute():
+            try:
+                a = p.resolve().relative_to(REPO_ROOT).as_posix()
+            except (ValueError, OSError):
+                a = f"<{p.name}>"  # outside the repository: keep the name only
+        words.append(a)
+    return " ".join(words)
 
 
 # --- records ------------------------------------------------------------------------------

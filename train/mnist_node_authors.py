@@ -195,6 +195,40 @@ def time_predictions(folder: Path, *, repeats: int, data_dir: str | None) -> Pat
     return path
 
 
+# (label, controller, init, inputs, tolerance): the authors' setting, then one departure at a time
+STEP_PROBES = (
+    ("authors", "pi", "glorot", "unit", 1.4e-8),
+    ("I controller", "i", "glorot", "unit", 1.4e-8),
+    ("normalized inputs, torch init", "pi", "torch", "normalized", 1.4e-8),
+    ("tolerance 1e-5", "pi", "glorot", "unit", 1e-5),
+    ("our earlier runs: I, normalized, torch init, 1e-5", "i", "torch", "normalized", 1e-5),
+)
+
+
+def untrained_steps(out: Path, *, data_dir: str | None, n: int = 512) -> Path:
+    """What the untrained field's solve on the first n training images costs under each setting."""
+    from models.mnist_node import MNISTNODE, MNISTNODEConfig
+
+    torch.set_num_threads(1)
+    rows = {}
+    for label, controller, init, inputs, tol in STEP_PROBES:
+        x = _data.load("mnist", data_dir, train=True, normalize=inputs == "normalized").x[:n]
+        torch.manual_seed(0)
+        model = MNISTNODE(MNISTNODEConfig(variant="node", rtol=tol, atol=tol, controller=controller, init=init)).eval()
+        with torch.no_grad():
+            st = model(x).stats
+        h = st.step_sizes.tolist()
+        rows[label] = {"controller": controller, "init": init, "inputs": inputs, "tol": tol, "nfe": st.nfe_forward,
+                       "accepted": st.n_accepted, "rejected": st.n_rejected, "h0": float(st.initial_step),
+                       "h_first5": h[:5], "h_max": max(h), "E_median": float(st.error_estimates.median()),
+                       "mean_abs_pixel": float(x.abs().mean())}
+    path = out / "untrained_steps.json"
+    _results.write_json(path, {"what": f"one forward solve of the untrained node (seed 0) on the first {n} training "
+                                       "images, float32, 1 thread", "rows": rows,
+                               "environment": _results.environment(world_size=1, device="cpu")})
+    return path
+
+
 def _fmt(v, spec):
     return "–" if v is None else spec.format(v)
 
@@ -259,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data-dir", default=None)
     tb = sub.add_parser("table", help="write <folder>/table.md from the records")
     tb.add_argument("folder")
+    sp = sub.add_parser("steps", help="the untrained solve's steps under each setting -> <out>/untrained_steps.json")
+    sp.add_argument("--out", default=ABLATION_OUT)
+    sp.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     if args.cmd == "run":
         if not 0 <= args.stream < args.streams:
@@ -266,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         run_group(args.group, stream=args.stream, streams=args.streams, data_dir=args.data_dir)
     elif args.cmd == "time":
         print(f"wrote {time_predictions(Path(args.folder), repeats=args.repeats, data_dir=args.data_dir)}")
+    elif args.cmd == "steps":
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(f"wrote {untrained_steps(Path(args.out), data_dir=args.data_dir)}")
     else:
         print(table(Path(args.folder)).read_text())
     return 0
