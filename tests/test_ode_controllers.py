@@ -275,3 +275,15 @@ def test_bad_controller_and_step_path_options_get_clear_errors():
         IController(safety=0.0)
     with pytest.raises(ValueError, match="Adjoint"):
         NeuralODE(torch.nn.Linear(3, 3), solver=Dopri5(), gradient=Adjoint(), controller=PIController())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(rtol=-1.0), "rtol must be a finite number"), (dict(atol=math.nan), "atol must be a finite number"),
+    (dict(rtol=0.0, atol=0.0), "must not both be 0"), (dict(dt0=-0.1), "dt0 must be a finite number"),
+    (dict(max_steps=0), "max_steps must be a positive int"),
+    (dict(t=torch.tensor([0.0, 1.0], requires_grad=True)), "t must not require grad"),
+])
+@pytest.mark.parametrize("gradient", [Backprop(), Adjoint()], ids=["backprop", "adjoint"])
+def test_layer_options_are_checked_on_every_gradient_path(kwargs, message, gradient):
+    with pytest.raises(ValueError, match=message):
+        NeuralODE(torch.nn.Linear(3, 3), solver=Dopri5(), gradient=gradient, **kwargs)

@@ -106,6 +106,16 @@ class NeuralODE(nn.Module):
             raise TypeError(f"regularizer must be TaylorRegularizer(...), KineticRegularizer() or None, got {regularizer!r}")
         if steer is not None and not isinstance(steer, Steer):
             raise TypeError(f"steer must be Steer(b=...) or None, got {steer!r}")
+        if isinstance(t, Tensor) and t.requires_grad:
+            raise ValueError("t must not require grad: the layer's output times are fixed data (no gradient through t)")
+        rtol = _check_number("rtol", rtol, allow_zero=True)
+        atol = _check_number("atol", atol, allow_zero=True)
+        if rtol == 0 and atol == 0:
+            raise ValueError("rtol and atol must not both be 0")
+        if dt0 is not None:
+            dt0 = _check_number("dt0", dt0)
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         ts = t.detach().cpu().tolist() if isinstance(t, Tensor) else [float(x) for x in t]
         _check_y0_t(torch.zeros(1, 1, dtype=torch.float64), torch.tensor(ts, dtype=torch.float64))
         if steer is not None and not steer.b < abs(ts[-1] - ts[-2]):
