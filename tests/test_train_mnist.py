@@ -301,3 +301,36 @@ def test_a_solve_past_max_steps_ends_the_run_cleanly(tmp_path, capsys):
     assert "node_seed0 stopped" in err and "max_steps=3" in err and "Traceback" not in err
     rec = json.loads((tmp_path / "node_seed0.json").read_text())
     assert not rec["complete"] and rec["failure"]["step"] == 0 and "max_steps=3" in rec["failure"]["error"]
+
+
+@needs_mnist
+def test_authors_experiment_table_timing_and_steps_from_records(tmp_path):
+    from train import mnist_node_authors as exp
+
+    out = tmp_path / "authors"
+    for model in ("node", "ernode"):
+        assert mnist.main(["--preset", "authors", "--model", model, "--data-dir", str(DATA), "--limit-train", "64",
+                           "--batch-size", "32", "--limit-test", "64", "--epochs", "1", "--rtol", "1e-4", "--atol",
+                           "1e-4", "--out", str(out), "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress"]) == 0
+    timing = json.loads(exp.time_predictions(out, repeats=1, data_dir=str(DATA), checkpoints=tmp_path / "ckpt").read_text())
+    assert set(timing["runs"]) == {"node_seed0", "ernode_seed0"} and all(r["median_s"] > 0 for r in timing["runs"].values())
+    steps = json.loads(exp.trained_steps(out, data_dir=str(DATA), n=16, checkpoints=tmp_path / "ckpt").read_text())
+    row = steps["rows"]["ernode_seed0"]
+    assert len(row["h"]) == len(row["E"]) == row["accepted"] and row["h0"] > 0
+    text = exp.table(out).read_text()
+    rec = json.loads((out / "ernode_seed0.json").read_text())
+    base = json.loads((out / "node_seed0.json").read_text())
+    (line,) = [x for x in text.splitlines() if x.startswith("| ernode_seed0 ")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[9] == f"{rec['summary']['test_nfe']:.1f}"
+    assert cells[10] == f"{base['summary']['test_nfe'] / rec['summary']['test_nfe']:.2f}"
+    assert cells[11] == f"{rec['summary']['probes']['nfe_random']:.0f}" and cells[15] == "97.32, 177"
+
+
+def test_every_authors_run_is_a_valid_command():
+    from train import mnist_node_authors as exp
+
+    for group, runs in exp.RUNS.items():
+        for name in runs:
+            c = mnist.parse_config(exp.command(group, name, None))
+            assert c.preset == "authors" and c.run_name == name and c.out == exp.OUTS[group]

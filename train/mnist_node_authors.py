@@ -153,25 +153,30 @@ def _model_from_record(rec: dict):
     return builder(**options)
 
 
-def time_predictions(folder: Path, *, repeats: int, data_dir: str | None) -> Path:
+def _checkpoints(folder: Path, checkpoints: Path | None) -> Path:
+    return checkpoints if checkpoints is not None else Path(CHECKPOINTS) / folder.name
+
+
+def time_predictions(folder: Path, *, repeats: int, data_dir: str | None, checkpoints: Path | None = None,
+                     max_batches: int = 4) -> Path:
     """Median seconds per test batch of each final model, all models interleaved batch by batch in
     this one process (the training runs shared the machine, so their own timings are not comparable)."""
     torch.set_num_threads(1)
     runs = []
     for rec in _records(folder):
-        ckpt = Path(CHECKPOINTS) / folder.name / f"{rec['name']}.pt"
+        ckpt = _checkpoints(folder, checkpoints) / f"{rec['name']}.pt"
         if not ckpt.is_file():
             continue
         model = _model_from_record(rec)
         model.load_state_dict(_checkpoint.load_checkpoint(ckpt)["model"])
         runs.append((rec, model.eval()))
     if not runs:
-        raise SystemExit(f"error: no complete runs with checkpoints under {CHECKPOINTS}/{folder.name}")
+        raise SystemExit(f"error: no complete runs with checkpoints under {_checkpoints(folder, checkpoints)}")
     cfg = runs[0][0]["config"]
     test = _data.load("mnist", data_dir or cfg["data_dir"], train=False, limit=cfg["limit_test"],
                       normalize=cfg.get("inputs", "normalized") != "unit")
     bs = cfg["eval_batch_size"]
-    batches = [test.x[i:i + bs] for i in range(0, len(test), bs)][:4]
+    batches = [test.x[i:i + bs] for i in range(0, len(test), bs)][:max_batches]
     times = {rec["name"]: [] for rec, _ in runs}
     nfe = {rec["name"]: [] for rec, _ in runs}
     with torch.no_grad():
@@ -226,6 +231,32 @@ def untrained_steps(out: Path, *, data_dir: str | None, n: int = 512) -> Path:
     _results.write_json(path, {"what": f"one forward solve of the untrained node (seed 0) on the first {n} training "
                                        "images, float32, 1 thread", "rows": rows,
                                "environment": _results.environment(world_size=1, device="cpu")})
+    return path
+
+
+def trained_steps(folder: Path, *, data_dir: str | None, n: int = 512, checkpoints: Path | None = None) -> Path:
+    """Each final model's solve of the first n test images: h_0, every accepted h_j and E_j, so the
+    table's NFE can be read as "how many steps, of what size, at what error ratio"."""
+    torch.set_num_threads(1)
+    rows = {}
+    for rec in _records(folder):
+        ckpt = _checkpoints(folder, checkpoints) / f"{rec['name']}.pt"
+        if not ckpt.is_file():
+            continue
+        cfg = rec["config"]
+        model = _model_from_record(rec)
+        model.load_state_dict(_checkpoint.load_checkpoint(ckpt)["model"])
+        x = _data.load("mnist", data_dir or cfg["data_dir"], train=False,
+                       normalize=cfg.get("inputs", "normalized") != "unit").x[:n]
+        with torch.no_grad():
+            st = model.eval()(x).stats
+        h, E = st.step_sizes.tolist(), st.error_estimates.tolist()
+        rows[rec["name"]] = {"nfe": st.nfe_forward, "accepted": st.n_accepted, "rejected": st.n_rejected,
+                             "h0": float(st.initial_step), "h": h, "E": E,
+                             "E_median": statistics.median(E), "h_max": max(h)}
+    path = folder / "trained_steps.json"
+    _results.write_json(path, {"what": f"one forward solve of each final model on the first {n} test images, 1 thread",
+                               "rows": rows, "environment": _results.environment(world_size=1, device="cpu")})
     return path
 
 
@@ -293,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data-dir", default=None)
     tb = sub.add_parser("table", help="write <folder>/table.md from the records")
     tb.add_argument("folder")
+    ts = sub.add_parser("trained-steps", help="each final model's step sequence -> <folder>/trained_steps.json")
+    ts.add_argument("folder")
+    ts.add_argument("--data-dir", default=None)
     sp = sub.add_parser("steps", help="the untrained solve's steps under each setting -> <out>/untrained_steps.json")
     sp.add_argument("--out", default=ABLATION_OUT)
     sp.add_argument("--data-dir", default=None)
@@ -303,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         run_group(args.group, stream=args.stream, streams=args.streams, data_dir=args.data_dir)
     elif args.cmd == "time":
         print(f"wrote {time_predictions(Path(args.folder), repeats=args.repeats, data_dir=args.data_dir)}")
+    elif args.cmd == "trained-steps":
+        print(f"wrote {trained_steps(Path(args.folder), data_dir=args.data_dir)}")
     elif args.cmd == "steps":
         Path(args.out).mkdir(parents=True, exist_ok=True)
         print(f"wrote {untrained_steps(Path(args.out), data_dir=args.data_dir)}")
