@@ -272,9 +272,11 @@ def table(folder: Path) -> Path:
     from models.mnist_node import PAPER
 
     def base_of(rec):
-        cands = [r for r in recs.values() if r["model"] == "node" and r["seed"] == rec["seed"]
-                 and r["config"]["limit_train"] == rec["config"]["limit_train"]
-                 and r["config"]["epochs"] == rec["config"]["epochs"]]
+        # the vanilla run with the same budget and the same solve (aggregation and step path do not
+        # change a vanilla run's forward, so the ablation's ernode_sum/_detached/_tracked pair with node_authors)
+        keys = ("seed", "epochs", "limit_train", "rtol", "atol", "controller", "inputs", "init")
+        cands = [r for r in recs.values() if r["model"] == "node"
+                 and all(r["config"].get(k) == rec["config"].get(k) for k in keys)]
         return cands[0] if cands else None
 
     lines = [f"# {folder.name}: MNIST neural ODEs, `--preset authors` (train.mnist_node_authors)", "",
