@@ -82,6 +82,8 @@ RUNS = {
         **{f"{m}_seed{s}": ("--model", m, *_MAIN_BUDGET, "--seed", str(s))
            for s in (0, 1) for m in ("node", "ernode", "srnode")},
         "steer_seed0": ("--model", "steer", *_MAIN_BUDGET, "--seed", "0"),
+        # the gradient through the controller too (what the authors' stack does not compute)
+        "ernode_tracked_seed0": ("--model", "ernode", *_MAIN_BUDGET, "--seed", "0", "--step-path", "tracked"),
         # TayNODE's step costs several vanilla steps: one epoch of half the data
         "taynode_seed0": ("--model", "taynode", "--epochs", "1", "--limit-train", "30720", "--seed", "0"),
     },
