@@ -2,8 +2,10 @@
 
 For every accepted step j the loop keeps the controller's error ratio E_j, the step size h_j and a
 stiffness estimate S_j; E_j and S_j stay in the autograd graph so R_E = Σ E_j·|h_j| (ERNODE) and
-R_S = Σ S_j·|h_j| (SRNODE, Pal et al. 2021) can be added to a loss. The step-size path is detached:
-h_j, the accept/reject decisions and the step sequence are data, not functions of the parameters.
+R_S = Σ S_j·|h_j| (SRNODE, Pal et al. 2021) can be added to a loss. By default the step-size path
+is detached: h_j, the accept/reject decisions and the step sequence are data, not functions of the
+parameters; ``step_path="tracked"`` or ``"initial"`` puts (part of) it in the graph, the
+accept/reject decisions staying discrete.
 
 Batch aggregation: the whole batch is one ODE system. E_j is the RMS over *all* elements (batch
 included) of err / (atol + rtol·max(|y0|, |y1|)), exactly torchdiffeq's norm, so one step sequence
@@ -441,8 +443,7 @@ class _Integrator:
                 h = sign * self.initial_step_tracked(t0, y0, k0)
             else:
                 h = sign * self.initial_step(t0, y0, k0)
-            if self.hmax is not None:  # OrdinaryDiffEq's initial step is at most dtmax too
-                h = h.clamp(-self.hmax, self.hmax) if isinstance(h, Tensor) else min(self.hmax, max(-self.hmax, h))
+            h = self.limit(h)  # OrdinaryDiffEq's initial step is at most dtmax too
             h_first = h
         else:
             h = sign * self.dt
@@ -515,8 +516,7 @@ class _Integrator:
                     h = torch.tensor(h_val, **f64) if accept else hh * (h_val / float(hh.detach()))
                 else:
                     h, cstate = self.controller.propose(hh, r, accept, cstate, tab.error_order)
-                if self.hmax is not None:
-                    h = h.clamp(-self.hmax, self.hmax) if isinstance(h, Tensor) else min(self.hmax, max(-self.hmax, h))
+                h = self.limit(h)
 
             if not accept:
                 n_rej += 1
@@ -549,6 +549,12 @@ class _Integrator:
             message = f"f produced NaN/Inf: the state at output time t={ts[bad]:.10g} (index {bad}) is not finite"
         self.h_first = h_first
         return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, float(t0), outcome, message)
+
+    def limit(self, h):
+        """|h| at most the controller's maximum step (None: no bound)."""
+        if self.hmax is None:
+            return h
+        return h.clamp(-self.hmax, self.hmax) if isinstance(h, Tensor) else min(self.hmax, max(-self.hmax, h))
 
     @torch.no_grad()
     def initial_step(self, t0: float, y0: Tensor, k0: Tensor) -> float:
