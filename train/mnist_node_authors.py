@@ -84,7 +84,9 @@ RUNS = {
         "steer_seed0": ("--model", "steer", *_MAIN_BUDGET, "--seed", "0"),
         # the gradient through the controller too (what the authors' stack does not compute)
         "ernode_tracked_seed0": ("--model", "ernode", *_MAIN_BUDGET, "--seed", "0", "--step-path", "tracked"),
-        # TayNODE's step costs several vanilla steps: one epoch of half the data
+        # TayNODE's step costs far more than a vanilla one: one training step of batch 512 at
+        # initialisation took 341 s here (206 NFE, one thread) against ~4 s, so this run (60 steps,
+        # ~6 h) was stopped unfinished on the 2-core machine; it needs a GPU
         "taynode_seed0": ("--model", "taynode", "--epochs", "1", "--limit-train", "30720", "--seed", "0"),
     },
     # one departure switched back at a time (what our earlier runs used)
