@@ -179,6 +179,19 @@ def _check_number(name, value, *, positive=True, allow_zero=False):
     return value
 
 
+def _check_step_options(rtol, atol, dt0, max_steps) -> tuple[float, float, float | None]:
+    """The adaptive solve's options, checked alike by ``odeint`` and ``NeuralODE`` (every gradient path)."""
+    rtol = _check_number("rtol", rtol, allow_zero=True)
+    atol = _check_number("atol", atol, allow_zero=True)
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol must not both be 0")
+    if dt0 is not None:
+        dt0 = _check_number("dt0", dt0)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    return rtol, atol, dt0
+
+
 def _check_y0_t(y0, t) -> list[float]:
     if not isinstance(y0, Tensor):
         raise TypeError(f"y0 must be a torch.Tensor of shape (batch, ...), got {type(y0).__name__}")
@@ -270,16 +283,9 @@ def odeint(
     if not isinstance(solver, AbstractSolver):
         raise TypeError(f"solver must be a solver object such as Tsit5() or RK4(dt=0.1), got {solver!r}")
     ts = _check_y0_t(y0, t)
-    rtol = _check_number("rtol", rtol, allow_zero=True)
-    atol = _check_number("atol", atol, allow_zero=True)
-    if rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol must not both be 0")
-    if dt0 is not None:
-        dt0 = _check_number("dt0", dt0)
+    rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps)
     if dt is not None:
         dt = _check_number("dt", dt)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     if stop is not None:
         if not callable(stop):
             raise TypeError(f"stop must be callable stop(t, y, fy) -> bool, got {type(stop).__name__}")
@@ -327,6 +333,8 @@ class _Integrator:
         # same control flow through float(...).
         self.track = step_path != "detached" and torch.is_grad_enabled()
         self.detach_proposals = step_path == "initial"
+        self.hmax = self.controller.max_step(abs(ts[-1] - ts[0]))
+        self.h_first = None  # the first attempted step (stats.initial_step)
         self.f0 = f0
         self.tab = solver.tableau
         self.rtol, self.atol, self.dt0, self.max_steps, self.dt = rtol, atol, dt0, max_steps, dt
@@ -416,8 +424,6 @@ class _Integrator:
         t0 = T_of[0]
         outs = [y0]
         cstate = self.controller.init_state()
-        self.hmax = self.controller.max_step(abs(ts[-1] - ts[0]))
-        h_first = None
         E_list, S_list, h_list = [], [], []
         n_acc = n_rej = attempts = 0
         outcome, message = Outcome.SUCCESSFUL, ""
@@ -444,7 +450,7 @@ class _Integrator:
             else:
                 h = sign * self.initial_step(t0, y0, k0)
             h = self.limit(h)  # OrdinaryDiffEq's initial step is at most dtmax too
-            h_first = h
+            self.h_first = h
         else:
             h = sign * self.dt
             n_fixed = 0  # steps since the last output time: t = T_prev + n·dt avoids drift
@@ -547,7 +553,6 @@ class _Integrator:
             bad = next(i for i, y in enumerate(outs) if not bool(torch.isfinite(y).all()))
             outcome = Outcome.NONFINITE
             message = f"f produced NaN/Inf: the state at output time t={ts[bad]:.10g} (index {bad}) is not finite"
-        self.h_first = h_first
         return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, float(t0), outcome, message)
 
     def limit(self, h):
@@ -611,7 +616,7 @@ class _Integrator:
         E = (torch.stack(E_list) if E_list else empty) if want_E else None
         S = (torch.stack(S_list) if S_list else empty) if want_S else None
         h = steps.to(y0.dtype) if h_graph is None else h_graph
-        h_first = getattr(self, "h_first", None)
+        h_first = self.h_first
         if h_first is not None:
             h_first = abs(h_first).to(y0.dtype) if isinstance(h_first, Tensor) else \
                 torch.tensor(abs(h_first), dtype=y0.dtype, device=y0.device)

@@ -13,7 +13,9 @@ from torch import Tensor, nn
 
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._controller import AbstractController, IController
-from implicit.ode._integrate import ODEStats, _check_number, _check_y0_t, _Counter, check_step_path, odeint
+from implicit.ode._integrate import (
+    ODEStats, _check_number, _check_step_options, _check_y0_t, _Counter, check_step_path, odeint,
+)
 from implicit.ode._regularizer import AbstractRegularizer, Steer
 from implicit.ode._solver import AbstractSolver, Bosh3, Dopri5, Euler, Tsit5
 
@@ -108,14 +110,7 @@ class NeuralODE(nn.Module):
             raise TypeError(f"steer must be Steer(b=...) or None, got {steer!r}")
         if isinstance(t, Tensor) and t.requires_grad:
             raise ValueError("t must not require grad: the layer's output times are fixed data (no gradient through t)")
-        rtol = _check_number("rtol", rtol, allow_zero=True)
-        atol = _check_number("atol", atol, allow_zero=True)
-        if rtol == 0 and atol == 0:
-            raise ValueError("rtol and atol must not both be 0")
-        if dt0 is not None:
-            dt0 = _check_number("dt0", dt0)
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps)
         ts = t.detach().cpu().tolist() if isinstance(t, Tensor) else [float(x) for x in t]
         _check_y0_t(torch.zeros(1, 1, dtype=torch.float64), torch.tensor(ts, dtype=torch.float64))
         if steer is not None and not steer.b < abs(ts[-1] - ts[-2]):
