@@ -161,24 +161,33 @@ def _checkpoints(folder: Path, checkpoints: Path | None) -> Path:
     return checkpoints if checkpoints is not None else Path(CHECKPOINTS) / folder.name
 
 
+def _trained_models(folder: Path, checkpoints: Path | None) -> list[tuple[dict, torch.nn.Module]]:
+    """(record, final model in eval mode) of every complete run of the folder that has its checkpoint."""
+    runs = []
+    for rec in _records(folder):
+        ckpt = _checkpoints(folder, checkpoints) / f"{rec['name']}.pt"
+        if ckpt.is_file():
+            model = _model_from_record(rec)
+            model.load_state_dict(_checkpoint.load_checkpoint(ckpt)["model"])
+            runs.append((rec, model.eval()))
+    return runs
+
+
+def _test_set(cfg: dict, data_dir: str | None, *, limit: int | None):
+    return _data.load("mnist", data_dir or cfg["data_dir"], train=False, limit=limit,
+                      normalize=cfg.get("inputs", "normalized") != "unit")
+
+
 def time_predictions(folder: Path, *, repeats: int, data_dir: str | None, checkpoints: Path | None = None,
                      max_batches: int = 4) -> Path:
     """Median seconds per test batch of each final model, all models interleaved batch by batch in
     this one process (the training runs shared the machine, so their own timings are not comparable)."""
     torch.set_num_threads(1)
-    runs = []
-    for rec in _records(folder):
-        ckpt = _checkpoints(folder, checkpoints) / f"{rec['name']}.pt"
-        if not ckpt.is_file():
-            continue
-        model = _model_from_record(rec)
-        model.load_state_dict(_checkpoint.load_checkpoint(ckpt)["model"])
-        runs.append((rec, model.eval()))
+    runs = _trained_models(folder, checkpoints)
     if not runs:
         raise SystemExit(f"error: no complete runs with checkpoints under {_checkpoints(folder, checkpoints)}")
     cfg = runs[0][0]["config"]
-    test = _data.load("mnist", data_dir or cfg["data_dir"], train=False, limit=cfg["limit_test"],
-                      normalize=cfg.get("inputs", "normalized") != "unit")
+    test = _test_set(cfg, data_dir, limit=cfg["limit_test"])
     bs = cfg["eval_batch_size"]
     batches = [test.x[i:i + bs] for i in range(0, len(test), bs)][:max_batches]
     times = {rec["name"]: [] for rec, _ in runs}
@@ -243,17 +252,13 @@ def trained_steps(folder: Path, *, data_dir: str | None, n: int = 512, checkpoin
     table's NFE can be read as "how many steps, of what size, at what error ratio"."""
     torch.set_num_threads(1)
     rows = {}
-    for rec in _records(folder):
-        ckpt = _checkpoints(folder, checkpoints) / f"{rec['name']}.pt"
-        if not ckpt.is_file():
-            continue
-        cfg = rec["config"]
-        model = _model_from_record(rec)
-        model.load_state_dict(_checkpoint.load_checkpoint(ckpt)["model"])
-        x = _data.load("mnist", data_dir or cfg["data_dir"], train=False,
-                       normalize=cfg.get("inputs", "normalized") != "unit").x[:n]
+    images = {}  # one load per input scaling, not one per model
+    for rec, model in _trained_models(folder, checkpoints):
+        key = rec["config"].get("inputs", "normalized")
+        if key not in images:
+            images[key] = _test_set(rec["config"], data_dir, limit=None).x[:n]  # the first n test images
         with torch.no_grad():
-            st = model.eval()(x).stats
+            st = model(images[key]).stats
         h, E = st.step_sizes.tolist(), st.error_estimates.tolist()
         rows[rec["name"]] = {"nfe": st.nfe_forward, "accepted": st.n_accepted, "rejected": st.n_rejected,
                              "h0": float(st.initial_step), "h": h, "E": E,
