@@ -16,6 +16,7 @@ class Outcome(enum.Enum):
     DT_UNDERFLOW = "dt_underflow"
     NONFINITE = "nonfinite"
     NOT_CONVERGED = "not_converged"
+    DIVERGED = "diverged"
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,11 @@ _ADVICE = {
     Outcome.NOT_CONVERGED: (
         "the root solve did not reach its tolerance; raise max_iter, start from a Skip "
         "initializer (init=SkipInit(g) or SkipRegInit()), or add Jacobian regularization"
+    ),
+    Outcome.DIVERGED: (
+        "the iterates ran away instead of approaching a fixed point (f may have none, or the "
+        "solver is unstable on it); check that f is contractive near the answer, start from a "
+        "Skip initializer, use NewtonKrylov, or add Jacobian regularization"
     ),
 }
 
