@@ -90,7 +90,7 @@ def test_f0_must_match_y0():
 def test_f_not_callable_or_wrong_output():
     with pytest.raises(TypeError, match="f must be callable"):
         odeint(3, Y0, T)
-    with pytest.raises(ValueError, match=r"f\(t, y\) must return a tensor of y's shape and dtype \(2, 3\).*got Tensor \(2,\)"):
+    with pytest.raises(ValueError, match=r"f\(t, y\) must return a tensor of y's shape, dtype and device: expected \(2, 3\).*got Tensor \(2,\)"):
         odeint(lambda t, y: y.sum(1), Y0, T)
     with pytest.raises(ValueError, match="got float"):
         odeint(lambda t, y: 1.0, Y0, T)
@@ -170,11 +170,11 @@ def test_layer_bad_f_and_strategies():
         NeuralODE(lambda t, z: z)
     with pytest.raises(ValueError, match="order must be an int in 2..4"):
         TaylorRegularizer(order=1)
-    with pytest.raises(ValueError, match="b must be a positive number"):
+    with pytest.raises(ValueError, match="b must be a finite number > 0"):
         Steer(b=-0.1)
     with pytest.raises(ValueError, match="safety must be in"):
         Tsit5(safety=2.0)
-    with pytest.raises(ValueError, match="dt must be a positive number"):
+    with pytest.raises(ValueError, match="dt must be a finite number > 0"):
         RK4(dt=-0.1)
     with pytest.raises(TypeError):
         Tsit5(0.9)  # keyword-only

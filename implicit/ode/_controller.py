@@ -23,6 +23,8 @@ from typing import Any, final
 import torch
 from torch import Tensor
 
+from implicit.ode._checks import check_real
+
 Scalar = float | Tensor
 
 
@@ -36,11 +38,6 @@ def _clip(x: Scalar, lo: float, hi: float) -> Scalar:
 
 def _value(x: Scalar) -> float:
     return float(x.detach()) if isinstance(x, Tensor) else float(x)
-
-
-def _check(name: str, value: Any, ok, expected: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,9 +78,9 @@ class IController(AbstractController):
     dfactor: float = 0.2
 
     def __post_init__(self):
-        _check("safety", self.safety, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-        _check("ifactor", self.ifactor, lambda v: v > 1.0, "> 1")
-        _check("dfactor", self.dfactor, lambda v: 0.0 < v < 1.0, "in (0, 1)")
+        check_real("safety", self.safety, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        check_real("ifactor", self.ifactor, lambda v: v > 1.0, "> 1")
+        check_real("dfactor", self.dfactor, lambda v: 0.0 < v < 1.0, "in (0, 1)")
 
     def init_state(self) -> None:
         return None
@@ -135,14 +132,14 @@ class PIController(AbstractController):
     qoldinit: float = 1e-4
 
     def __post_init__(self):
-        _check("beta1", self.beta1, lambda v: v > 0, "> 0")
-        _check("beta2", self.beta2, lambda v: v >= 0, ">= 0")
-        _check("gamma", self.gamma, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-        _check("qmin", self.qmin, lambda v: 0.0 < v < 1.0, "in (0, 1)")
-        _check("qmax", self.qmax, lambda v: v > 1.0, "> 1")
-        _check("qsteady_min", self.qsteady_min, lambda v: v > 0, "> 0")
-        _check("qsteady_max", self.qsteady_max, lambda v: v >= self.qsteady_min, f">= qsteady_min={self.qsteady_min}")
-        _check("qoldinit", self.qoldinit, lambda v: v > 0, "> 0")
+        check_real("beta1", self.beta1, lambda v: v > 0, "> 0")
+        check_real("beta2", self.beta2, lambda v: v >= 0, ">= 0")
+        check_real("gamma", self.gamma, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        check_real("qmin", self.qmin, lambda v: 0.0 < v < 1.0, "in (0, 1)")
+        check_real("qmax", self.qmax, lambda v: v > 1.0, "> 1")
+        check_real("qsteady_min", self.qsteady_min, lambda v: v > 0, "> 0")
+        check_real("qsteady_max", self.qsteady_max, lambda v: v >= self.qsteady_min, f">= qsteady_min={self.qsteady_min}")
+        check_real("qoldinit", self.qoldinit, lambda v: v > 0, "> 0")
 
     def init_state(self) -> float:
         return self.qoldinit

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Callable
 
 import torch
@@ -26,6 +25,8 @@ from torch import Tensor
 
 from implicit._counting import BackwardTally, count_backward
 from implicit._outcome import Outcome, SolverError
+from implicit.ode._checks import check_bool, check_half_tolerance, check_max_steps, check_output
+from implicit.ode._checks import check_number as _check_number
 from implicit.ode._controller import AbstractController, IController
 from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
 
@@ -169,16 +170,6 @@ def _lincomb(base: Tensor | None, coeffs, ks) -> Tensor:
     return _LinComb.apply(tuple(cs), base, *kk)
 
 
-def _check_number(name, value, *, positive=True, allow_zero=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    ok = math.isfinite(value) and (value > 0 or (allow_zero and value == 0))
-    if positive and not ok:
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
-
-
 def _check_step_options(rtol, atol, dt0, max_steps) -> tuple[float, float, float | None]:
     """The adaptive solve's options, checked alike by ``odeint`` and ``NeuralODE`` (every gradient path)."""
     rtol = _check_number("rtol", rtol, allow_zero=True)
@@ -187,8 +178,7 @@ def _check_step_options(rtol, atol, dt0, max_steps) -> tuple[float, float, float
         raise ValueError("rtol and atol must not both be 0")
     if dt0 is not None:
         dt0 = _check_number("dt0", dt0)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    check_max_steps(max_steps)
     return rtol, atol, dt0
 
 
@@ -277,6 +267,10 @@ def odeint(
 
     A failed solve (outcome not SUCCESSFUL) raises :class:`~implicit.SolverError` when ``throw``;
     otherwise it returns the outcome, with NaN at the output times it did not reach.
+
+    ``f`` must return exactly y's shape, dtype and device (a ValueError names what came instead).
+    float16/bfloat16 states are integrated (times and steps are kept in float64), but an adaptive
+    solve needs ``rtol`` at least the dtype's eps. ``max_steps=0`` is refused: no solve fits in it.
     """
     if not callable(f):
         raise TypeError(f"f must be callable f(t, y) -> dy, got {type(f).__name__}")
@@ -284,6 +278,8 @@ def odeint(
         raise TypeError(f"solver must be a solver object such as Tsit5() or RK4(dt=0.1), got {solver!r}")
     ts = _check_y0_t(y0, t)
     rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps)
+    check_bool("throw", throw)
+    check_bool("record", record)
     if dt is not None:
         dt = _check_number("dt", dt)
     if stop is not None:
@@ -299,6 +295,8 @@ def odeint(
             raise ValueError(f"{type(solver).__name__} is a fixed-step solver: give it dt, e.g. {type(solver).__name__}(dt=0.01)")
     elif dt is not None and dt0 is not None:
         raise ValueError("dt0 (first adaptive step) and dt (fixed steps) exclude each other; give one")
+    if dt is None:
+        check_half_tolerance(y0.dtype, rtol)
     if controller is None:
         controller = IController(**{k: getattr(solver, k) for k in ("safety", "ifactor", "dfactor")}) \
             if isinstance(solver, AbstractAdaptiveSolver) else IController()
@@ -356,12 +354,7 @@ class _Integrator:
 
     def call(self, tt, y: Tensor) -> Tensor:
         self.nfe += 1
-        k = self.f(self.time(tt, y), y)
-        if not isinstance(k, Tensor) or k.shape != y.shape or k.dtype != y.dtype:
-            got = f"{type(k).__name__} {tuple(k.shape)} {k.dtype}" if isinstance(k, Tensor) else type(k).__name__
-            raise ValueError(
-                f"f(t, y) must return a tensor of y's shape and dtype {tuple(y.shape)} {y.dtype}, got {got}"
-            )
+        k = check_output("f(t, y)", self.f(self.time(tt, y), y), y)
         if self.grad and k.requires_grad:
             k = count_backward(k, self.counter)
         return k

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import numbers
 from typing import final
 
 import torch
@@ -13,11 +14,12 @@ from torch import Tensor, nn
 
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._controller import AbstractController, IController
+from implicit.ode._checks import HALF, check_bool, check_output
 from implicit.ode._integrate import (
     ODEStats, _check_number, _check_step_options, _check_y0_t, _Counter, check_step_path, odeint,
 )
 from implicit.ode._regularizer import AbstractRegularizer, Steer
-from implicit.ode._solver import AbstractSolver, Bosh3, Dopri5, Euler, Tsit5
+from implicit.ode._solver import AbstractFixedSolver, AbstractSolver, Bosh3, Dopri5, Euler, Tsit5
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -108,11 +110,13 @@ class NeuralODE(nn.Module):
             raise TypeError(f"regularizer must be TaylorRegularizer(...), KineticRegularizer() or None, got {regularizer!r}")
         if steer is not None and not isinstance(steer, Steer):
             raise TypeError(f"steer must be Steer(b=...) or None, got {steer!r}")
-        if isinstance(t, Tensor) and t.requires_grad:
-            raise ValueError("t must not require grad: the layer's output times are fixed data (no gradient through t)")
+        ts = _layer_times(t)
         rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps)
-        ts = t.detach().cpu().tolist() if isinstance(t, Tensor) else [float(x) for x in t]
-        _check_y0_t(torch.zeros(1, 1, dtype=torch.float64), torch.tensor(ts, dtype=torch.float64))
+        check_bool("throw", throw)
+        check_bool("record", record)
+        if isinstance(solver, AbstractFixedSolver) and solver.dt is None:
+            name = type(solver).__name__
+            raise ValueError(f"{name} is a fixed-step solver: give it dt, e.g. {name}(dt=0.01)")
         if steer is not None and not steer.b < abs(ts[-1] - ts[-2]):
             raise ValueError(f"Steer(b={steer.b}) needs b < |t[-1] - t[-2]| = {abs(ts[-1] - ts[-2]):g} to keep t monotone")
         if isinstance(gradient, Adjoint):
@@ -186,10 +190,13 @@ class NeuralODE(nn.Module):
         _check_y0_t(z0, t)
         solver, grad = self.solver, self.gradient
         func = _CountingFunc(self.f)
-        if isinstance(solver, Euler):
+        fixed = isinstance(solver, Euler)
+        if not fixed and z0.dtype in HALF:
+            # torchdiffeq's adaptive solvers underflow (float16) or stop at a wrong answer (bfloat16)
+            raise ValueError(f"gradient=Adjoint() with {type(solver).__name__} needs a float32 or float64 state, got "
+                             f"{z0.dtype}; use gradient=Backprop() or z0.float()")
+        if fixed:
             options = dict(step_size=solver.dt)
-            if solver.dt is None:
-                raise ValueError("Euler is a fixed-step solver: give it dt, e.g. Euler(dt=0.01)")
             adjoint_options = dict(options)
         else:
             adjoint_options = dict(safety=solver.safety, ifactor=solver.ifactor, dfactor=solver.dfactor,
@@ -198,20 +205,22 @@ class NeuralODE(nn.Module):
             if self.dt0 is not None:
                 options["first_step"] = self.dt0
         outcome, message = Outcome.SUCCESSFUL, ""
-        try:
-            ys = torchdiffeq.odeint_adjoint(
-                func, z0, t, rtol=self.rtol, atol=self.atol, method=_TORCHDIFFEQ_NAME[type(solver)], options=options,
-                adjoint_rtol=grad.rtol, adjoint_atol=grad.atol, adjoint_options=adjoint_options,
-            )
-        except AssertionError as e:  # torchdiffeq reports failures by assert
-            text = str(e)
-            outcome = (Outcome.MAX_STEPS_REACHED if "max_num_steps" in text else
-                       Outcome.DT_UNDERFLOW if "underflow" in text else Outcome.NONFINITE)
-            message = f"torchdiffeq's solve failed: {text[:200]}"
+        # torchdiffeq's fixed grid ignores max_num_steps: its ceil(span/dt) steps are counted here,
+        # so max_steps bounds a solve the same way on both gradient paths
+        n_fixed = math.ceil(abs(float(t[-1]) - float(t[0])) / solver.dt * (1 - 1e-12)) if fixed else 0
+        if n_fixed > self.max_steps:
+            outcome = Outcome.MAX_STEPS_REACHED
+            message = (f"Euler(dt={solver.dt}) needs {n_fixed} steps over [{float(t[0]):.10g}, {float(t[-1]):.10g}], "
+                       f"more than max_steps={self.max_steps}")
             ys = torch.full((len(t), *z0.shape), math.nan, dtype=z0.dtype, device=z0.device)
+        else:
+            ys, outcome, message = self._torchdiffeq(func, z0, t, options, adjoint_options)
         func.backward_phase = True
-        if outcome.ok and not bool(torch.isfinite(ys[-1]).all()):
-            outcome, message = Outcome.NONFINITE, "f produced NaN/Inf (torchdiffeq's solve returned non-finite values)"
+        if outcome.ok and not bool(torch.isfinite(ys).all()):
+            bad = next(i for i in range(len(t)) if not bool(torch.isfinite(ys[i]).all()))
+            outcome = Outcome.NONFINITE
+            message = (f"f produced NaN/Inf: torchdiffeq's state at output time t={float(t[bad]):.10g} "
+                       f"(index {bad}) is not finite")
         stats = ODEStats(
             nfe_forward=func.nfe, n_accepted=func.n_accepted, n_rejected=func.n_rejected,
             error_estimates=None, step_sizes=torch.tensor(func.steps, dtype=torch.float64, device=z0.device),
@@ -221,6 +230,44 @@ class NeuralODE(nn.Module):
         if not outcome.ok and self.throw:
             raise SolverError(message, outcome, stats)
         return ys, stats
+
+    def _torchdiffeq(self, func, z0, t, options, adjoint_options):
+        grad = self.gradient
+        outcome, message = Outcome.SUCCESSFUL, ""
+        try:
+            ys = torchdiffeq.odeint_adjoint(
+                func, z0, t, rtol=self.rtol, atol=self.atol, method=_TORCHDIFFEQ_NAME[type(self.solver)], options=options,
+                adjoint_rtol=grad.rtol, adjoint_atol=grad.atol, adjoint_options=adjoint_options,
+            )
+        except AssertionError as e:  # torchdiffeq reports failures by assert
+            text = str(e)
+            if func.nonfinite_t is not None and "max_num_steps" not in text:
+                # a NaN error estimate only shrinks torchdiffeq's step until it "underflows":
+                # name the cause, as the Backprop path does
+                outcome = Outcome.NONFINITE
+                message = (f"f produced NaN/Inf at t={func.nonfinite_t:.10g} ({func.n_nonfinite} evaluations); "
+                           f"torchdiffeq's solve then failed: {text[:200]}")
+            else:
+                outcome = (Outcome.MAX_STEPS_REACHED if "max_num_steps" in text else
+                           Outcome.DT_UNDERFLOW if "underflow" in text else Outcome.NONFINITE)
+                message = f"torchdiffeq's solve failed: {text[:200]}"
+            ys = torch.full((len(t), *z0.shape), math.nan, dtype=z0.dtype, device=z0.device)
+        return ys, outcome, message
+
+
+def _layer_times(t) -> list[float]:
+    """The layer's output times as floats, checked as odeint checks its t."""
+    if isinstance(t, Tensor):
+        if t.requires_grad:
+            raise ValueError("t must not require grad: the layer's output times are fixed data (no gradient through t)")
+        if t.dtype is torch.bool or t.is_complex():
+            raise TypeError(f"t must hold real output times, got dtype {t.dtype}")
+        ts = t.detach().double().cpu()
+    elif isinstance(t, (tuple, list)) and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in t):
+        ts = torch.tensor([float(x) for x in t], dtype=torch.float64)
+    else:
+        raise TypeError(f"t must be a tuple of floats or a 1-D tensor of output times, got {t!r}")
+    return _check_y0_t(torch.zeros(1, 1, dtype=torch.float64), ts)
 
 
 class _CountingFunc(nn.Module):
@@ -233,13 +280,22 @@ class _CountingFunc(nn.Module):
         self.steps: list[float] = []
         self.backward = _Counter()
         self.backward_phase = False
+        self.nonfinite_t: float | None = None  # the first time f returned NaN/Inf in the forward solve
+        self.n_nonfinite = 0
 
     def forward(self, t, z):
         if self.backward_phase:
             self.backward.value += 1
-        else:
-            self.nfe += 1
-        return self.f(t, z)
+            return self.f(t, z)
+        self.nfe += 1
+        out = check_output("f(t, y)", self.f(t, z), z)
+        with torch.no_grad():
+            finite = bool(torch.isfinite(out).all())
+        if not finite:
+            self.n_nonfinite += 1
+            if self.nonfinite_t is None:
+                self.nonfinite_t = float(t)
+        return out
 
     def callback_accept_step(self, t0, y0, dt):
         self.n_accepted += 1

@@ -15,6 +15,8 @@ from typing import Callable, final
 import torch
 from torch import Tensor
 
+from implicit.ode._checks import check_number
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AbstractRegularizer(abc.ABC):
@@ -104,5 +106,4 @@ class Steer:
     b: float = 0.5
 
     def __post_init__(self):
-        if isinstance(self.b, bool) or not isinstance(self.b, (int, float)) or not self.b > 0:
-            raise ValueError(f"b must be a positive number, got {self.b!r}")
+        check_number("b", self.b)

@@ -12,6 +12,7 @@ import dataclasses
 from typing import final
 
 from implicit.ode import _tableau
+from implicit.ode._checks import check_number, check_real
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,12 +36,9 @@ class AbstractAdaptiveSolver(AbstractSolver):
     dfactor: float = 0.2
 
     def __post_init__(self):
-        if not 0.0 < self.safety <= 1.0:
-            raise ValueError(f"safety must be in (0, 1], got {self.safety!r}")
-        if not self.ifactor > 1.0:
-            raise ValueError(f"ifactor must be > 1, got {self.ifactor!r}")
-        if not 0.0 < self.dfactor < 1.0:
-            raise ValueError(f"dfactor must be in (0, 1), got {self.dfactor!r}")
+        check_real("safety", self.safety, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
+        check_real("ifactor", self.ifactor, lambda v: v > 1.0, "> 1")
+        check_real("dfactor", self.dfactor, lambda v: 0.0 < v < 1.0, "in (0, 1)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,8 +48,8 @@ class AbstractFixedSolver(AbstractSolver):
     dt: float | None = None
 
     def __post_init__(self):
-        if self.dt is not None and not (isinstance(self.dt, (int, float)) and self.dt > 0):
-            raise ValueError(f"dt must be a positive number, got {self.dt!r}")
+        if self.dt is not None:
+            check_number("dt", self.dt)
 
 
 @final
