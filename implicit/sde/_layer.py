@@ -9,6 +9,7 @@ import torchsde
 from torch import nn
 
 from implicit._outcome import SolverError
+from implicit.ode._checks import HALF, check_bool, check_max_steps
 from implicit.sde._schemes import SDEScheme, SRK
 from implicit.sde._solve import solve
 from implicit.sde._stats import SDEStats
@@ -24,7 +25,10 @@ class NeuralSDE(nn.Module):
 
     ``forward(y0, ts, bm=None)`` returns ``(ys, stats)``: ``ys`` has shape (len(ts), batch, d)
     and ``stats`` is an :class:`SDEStats`. Without ``bm`` a fresh ``torchsde.BrownianInterval``
-    is drawn, seeded from torch's global generator (so ``torch.manual_seed`` reproduces it).
+    is drawn, seeded from torch's global generator (so ``torch.manual_seed`` reproduces it). A
+    given ``bm`` must match y0's shape, dtype and device and be defined on an interval covering
+    [ts[0], ts[-1]]. ``ts`` is strictly increasing; y0 is float32 or float64 (half precision is
+    refused); drift and diffusion must return exactly y's shape, dtype and device.
 
     Stiffness estimate: the drift is evaluated at (t_j, y_j) and, by the second half step, at
     (t_j + h_j/2, y_mid); S_j = |f(y_mid) - f(y_j)| / |y_mid - y_j| (norms over the whole batch)
@@ -59,10 +63,8 @@ class NeuralSDE(nn.Module):
             raise TypeError(
                 f"stepping must be StepDoubling(...) or FixedSteps(dt=...), got {type(stepping).__name__}"
             )
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-        if not isinstance(throw, bool):
-            raise TypeError(f"throw must be a bool, got {type(throw).__name__}")
+        check_max_steps(max_steps)
+        check_bool("throw", throw)
         self.drift = drift
         self.diffusion = diffusion
         self.scheme = scheme
@@ -87,7 +89,7 @@ class NeuralSDE(nn.Module):
                 levy_area_approximation=self.scheme.levy_area_approximation,
             )
         else:
-            _check_brownian(bm, y0, self.scheme)
+            _check_brownian(bm, y0, ts, self.scheme)
         ys, stats = solve(
             drift=self.drift,
             diffusion=self.diffusion,
@@ -114,6 +116,10 @@ def _check_state_and_times(y0, ts) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"y0 must have shape (batch, state), got {tuple(y0.shape)}; flatten features first")
     if not y0.is_floating_point():
         raise TypeError(f"y0 must be a floating-point tensor, got dtype {y0.dtype}")
+    if y0.dtype in HALF:
+        # torchsde's Brownian sampling and the step-doubling estimate break down in half precision
+        # (NaN error estimates, steps that cannot advance t): refuse rather than fail inside
+        raise TypeError(f"y0 must be float32 or float64, got {y0.dtype}; NeuralSDE does not support half precision")
     if y0.numel() == 0:
         raise ValueError(f"y0 must be non-empty, got shape {tuple(y0.shape)}")
     if not bool(torch.isfinite(y0).all()):
@@ -137,13 +143,37 @@ def _check_state_and_times(y0, ts) -> tuple[torch.Tensor, torch.Tensor]:
     return y0, ts
 
 
-def _check_brownian(bm, y0: torch.Tensor, scheme: SDEScheme) -> None:
+def _brownian_span(bm) -> tuple[float, float] | None:
+    """The interval a torchsde Brownian motion is defined on (None for a kind that does not say)."""
+    interval = getattr(bm, "_interval", bm)  # BrownianPath/BrownianTree wrap a BrownianInterval
+    start, end = getattr(interval, "_start", None), getattr(interval, "_end", None)
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        return float(start), float(end)
+    return None
+
+
+def _check_brownian(bm, y0: torch.Tensor, ts: torch.Tensor, scheme: SDEScheme) -> None:
     if not isinstance(bm, torchsde.BaseBrownian):
         raise TypeError(f"bm must be a torchsde Brownian motion (e.g. BrownianInterval), got {type(bm).__name__}")
     if tuple(bm.shape) != tuple(y0.shape):
         raise ValueError(
             f"bm must have shape {tuple(y0.shape)} (diagonal noise: one Brownian motion per state entry), "
             f"got {tuple(bm.shape)}"
+        )
+    if bm.dtype != y0.dtype:
+        raise TypeError(f"bm must have y0's dtype {y0.dtype}, got {bm.dtype}; build it with dtype={y0.dtype}")
+    if torch.device(bm.device) != y0.device:
+        raise ValueError(f"bm must be on y0's device {y0.device}, got {bm.device}; build it with device={y0.device}")
+    span = _brownian_span(bm)
+    t0, t1 = float(ts[0]), float(ts[-1])
+    # outside its interval torchsde only warns and returns increments that are not Brownian
+    # (zero past t1): the solve would report success on a noise-free path
+    # slack for ts rounded to y0's dtype (float32 0.1 lies above the Python float 0.1)
+    slack = 4 * torch.finfo(ts.dtype).eps * max(abs(t0), abs(t1), 1.0)
+    if span is not None and not (span[0] - slack <= t0 and t1 <= span[1] + slack):
+        raise ValueError(
+            f"bm must cover the solve's time span [{t0:.10g}, {t1:.10g}], got a Brownian motion on "
+            f"[{span[0]:.10g}, {span[1]:.10g}]; build it with t0={t0:.10g}, t1={t1:.10g}"
         )
     if scheme.levy_area_approximation != "none" and bm.levy_area_approximation == "none":
         raise ValueError(

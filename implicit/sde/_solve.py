@@ -15,6 +15,7 @@ import torch
 from torchsde._core.base_sde import ForwardSDE as _ForwardSDE  # private: pinned by tests
 
 from implicit._outcome import Outcome
+from implicit.ode._checks import check_output
 from implicit.sde._schemes import SDEScheme
 from implicit.sde._stats import SDEStats, _Counter
 from implicit.sde._stepping import SDEStepping, StepDoubling, error_ratio, propose_step
@@ -44,10 +45,7 @@ class _Evaluations:
             out.register_hook(self._backward.tick)
 
     def f(self, t, y):
-        out = self._drift(t, y)
-        if not torch.is_tensor(out) or out.shape != self._shape:
-            got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-            raise ValueError(f"drift(t, y) must return a tensor of shape {tuple(self._shape)} (like y), got {got}")
+        out = check_output("drift(t, y)", self._drift(t, y), y)
         self.nfe_drift += 1
         if self.first_drift is None:
             self.first_drift = out
@@ -55,13 +53,8 @@ class _Evaluations:
         return out
 
     def g(self, t, y):
-        out = self._diffusion(t, y)
-        if not torch.is_tensor(out) or out.shape != self._shape:
-            got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-            raise ValueError(
-                f"diffusion(t, y) must return a tensor of shape {tuple(self._shape)} (diagonal noise: one "
-                f"coefficient per state entry), got {got}"
-            )
+        out = check_output("diffusion(t, y)", self._diffusion(t, y), y,
+                           "y's shape, dtype and device (diagonal noise: one coefficient per state entry)")
         self.nfe_diffusion += 1
         self._watch(out)
         return out
@@ -172,9 +165,10 @@ def solve(
         # torchsde's linear interpolation, kept verbatim in effect so outputs agree bit for bit
         ys.append((curr_t - out_t) / (curr_t - prev_t) * prev_y + (out_t - prev_t) / (curr_t - prev_t) * curr_y)
 
-    if outcome is Outcome.SUCCESSFUL and not bool(torch.isfinite(curr_y).all()):
+    if outcome is Outcome.SUCCESSFUL and not all(bool(torch.isfinite(y).all()) for y in ys):
+        bad = next(i for i, y in enumerate(ys) if not bool(torch.isfinite(y).all()))
         outcome = Outcome.NONFINITE
-        message = "the solution contains NaN or Inf"
+        message = f"the solution contains NaN or Inf at output time t={float(ts[bad]):.6g} (index {bad})"
     while len(ys) < len(ts):
         # times never reached are NaN so that nobody mistakes them for a solution
         ys.append(torch.full_like(y0, float("nan")))

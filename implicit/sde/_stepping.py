@@ -61,6 +61,8 @@ class StepDoubling(SDEStepping):
         _check_positive("StepDoubling", "dt_min", self.dt_min)
         if self.rtol == 0 and self.atol == 0:
             raise ValueError("StepDoubling(rtol=0, atol=0): at least one tolerance must be > 0")
+        if self.dt_min > self.dt0:
+            raise ValueError(f"StepDoubling(dt_min=...) must be <= dt0={self.dt0}, got {self.dt_min}")
 
     @property
     def estimates_error(self) -> bool:
