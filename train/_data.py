@@ -59,9 +59,8 @@ class DataCorruptError(DataError, ValueError):
 # Every message ends with one of these, so the user is told what to do, not only what is wrong.
 _FIX_MNIST = "delete it and rerun with --download, or copy it again from an intact copy of MNIST"
 _FIX_NPZ = (f"copy {CIFAR10_NPZ} again from an intact copy (the offline copy is {CIFAR10_NPZ_BYTES:,} bytes), "
-            f"or delete it and rerun with --download to fetch torchvision's {CIFAR10_TORCHVISION_DIR}/ instead")
-_FIX_BATCHES = (f"delete it and rerun with --download, or delete the folder {CIFAR10_TORCHVISION_DIR}/ "
-                f"to use {CIFAR10_NPZ} instead")
+            f"or rerun with --download to fetch torchvision's {CIFAR10_TORCHVISION_DIR}/ instead")
+_FIX_BATCHES = "delete it and rerun with --download"
 
 
 def _one_line(e: BaseException) -> str:
@@ -345,7 +344,8 @@ def _cifar_batch_files():
 
 
 def _npz_alternative(root: Path) -> str:
-    return f", or delete the folder to use {str(root / CIFAR10_NPZ)!r}, which is there" if (root / CIFAR10_NPZ).is_file() else ""
+    npz = root / CIFAR10_NPZ
+    return f", or delete the folder {CIFAR10_TORCHVISION_DIR}/ to use {str(npz)!r}, which is there" if npz.is_file() else ""
 
 
 def _check_cifar_batches(root: Path) -> None:
@@ -358,12 +358,12 @@ def _check_cifar_batches(root: Path) -> None:
         found = "it is empty" if len(missing) == len(names) and not any(folder.iterdir()) else f"missing: {', '.join(missing)}"
         raise DataNotFoundError(
             f"CIFAR-10 folder {str(folder)!r} is incomplete: expected torchvision's files {', '.join(names)} "
-            f"({found}); delete the folder and rerun with --download{_npz_alternative(root)}")
+            f"({found}); rerun with --download to fill it{_npz_alternative(root)}")
     for n in names:
         if (folder / n).stat().st_size == 0:
             raise DataCorruptError(
                 f"CIFAR-10 file {str(folder / n)!r} is corrupt: expected a pickled CIFAR-10 batch, found an empty "
-                f"file; {_FIX_BATCHES}")
+                f"file; {_FIX_BATCHES}{_npz_alternative(root)}")
 
 
 def _cifar_batches_error(root: Path, e: Exception, download: bool) -> DataError:
@@ -383,14 +383,15 @@ def _cifar_batches_error(root: Path, e: Exception, download: bool) -> DataError:
         if actual != md5:
             return DataCorruptError(
                 f"CIFAR-10 file {str(path)!r} is corrupt: expected torchvision's original {name} (md5 {md5}), "
-                f"found {path.stat().st_size:,} bytes with md5 {actual}; {_FIX_BATCHES}")
+                f"found {path.stat().st_size:,} bytes with md5 {actual}; {_FIX_BATCHES}{_npz_alternative(root)}")
     if download:
         return DataError(
             f"torchvision could not download or read CIFAR-10 into {str(folder)!r} ({_one_line(e)}); on a machine "
             f"without internet access, copy {CIFAR10_TORCHVISION_DIR}/ or {CIFAR10_NPZ} into {str(root)!r} and run "
             f"without --download")
     return DataCorruptError(
-        f"torchvision could not read CIFAR-10 in {str(folder)!r} ({_one_line(e)}); {_FIX_BATCHES}")
+        f"torchvision could not read CIFAR-10 in {str(folder)!r} ({_one_line(e)}); delete the folder and rerun "
+        f"with --download{_npz_alternative(root)}")
 
 
 def _cifar_missing_hint(root: Path) -> str:
