@@ -79,7 +79,7 @@ def test_failures_are_outcomes_and_raise_when_asked():
 def test_bad_options():
     with pytest.raises(TypeError, match="SteadyState: solver must be an adaptive ODE solver"):
         SteadyState(solver=RK4(dt=0.1))
-    with pytest.raises(ValueError, match="SteadyState: t_max must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="SteadyState: t_max must be a positive finite number, got 0"):
         SteadyState(t_max=0)
     with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
         SteadyState(max_steps=0)
@@ -133,7 +133,7 @@ def test_integrator_tolerances_are_separate_from_the_stopping_test():
 def test_bad_steady_state_options_name_the_argument():
     with pytest.raises(ValueError, match="SteadyState: criterion must be 'per_sample' or 'batch', got 'mean'"):
         SteadyState(criterion="mean")
-    with pytest.raises(ValueError, match="SteadyState: ode_atol must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="SteadyState: ode_atol must be a positive finite number, got 0"):
         SteadyState(ode_atol=0)
-    with pytest.raises(ValueError, match="SteadyState: ode_rtol must be a positive number, got -1"):
+    with pytest.raises(ValueError, match="SteadyState: ode_rtol must be a positive finite number, got -1"):
         SteadyState(ode_rtol=-1)

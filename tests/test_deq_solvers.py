@@ -234,7 +234,7 @@ def test_shape_mismatch_names_both_shapes():
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(ValueError, match="tol must be a positive number, got -1"):
+    with pytest.raises(ValueError, match="tol must be a positive finite number, got -1"):
         NewtonKrylov(tol=-1)
     with pytest.raises(ValueError, match="gmres_restart must be an int >= 1, got 0"):
         NewtonKrylov(gmres_restart=0)

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_criterion, check_start,
-    check_tolerances, combine, finish, project,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_criterion, check_growth, check_int,
+    check_nonnegative, check_start, check_tolerances, check_unit, combine, finish, project,
 )
 
 
@@ -33,21 +33,20 @@ class Anderson(RootSolver):
     m: int = 5
     beta: float = 1.0
     lam: float = 1e-4
+    max_growth: float | None = 1e3
 
     def __post_init__(self):
         check_tolerances("Anderson", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
         check_criterion("Anderson", self.criterion)
-        if not (isinstance(self.m, int) and self.m >= 1):
-            raise ValueError(f"Anderson: m (history size) must be an int >= 1, got {self.m!r}")
-        if not (isinstance(self.beta, (int, float)) and 0 < self.beta <= 1):
-            raise ValueError(f"Anderson: beta (mixing) must be in (0, 1], got {self.beta!r}")
-        if not (isinstance(self.lam, (int, float)) and self.lam >= 0):
-            raise ValueError(f"Anderson: lam must be >= 0, got {self.lam!r}")
+        check_int("Anderson", "m", self.m, minimum=1, what="history size")
+        check_unit("Anderson", "beta", self.beta, what="mixing")
+        check_nonnegative("Anderson", "lam", self.lam)
+        check_growth("Anderson", self.max_growth)
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
-        check_start(z0)
-        ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
+        check_start(z0, "Anderson")
+        ev = Evaluator(f, z0, "Anderson")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
         B, m = z0.shape[0], self.m
         d = z0[0].numel()
         # only slots already written are ever read, so no zero fill
@@ -60,8 +59,8 @@ class Anderson(RootSolver):
         fz = ev(z)
         n_iter = 0
         while True:
-            rel, conv, all_conv, all_finite = mon.check(z, fz)
-            if all_conv or not all_finite or n_iter >= self.max_iter:
+            chk = mon.check(z, fz)
+            if chk.done or n_iter >= self.max_iter:
                 break
             s = n_iter % m
             n = min(n_iter + 1, m)
@@ -86,8 +85,8 @@ class Anderson(RootSolver):
                 mixed_f = combine(alpha, Fb[:, :n])
                 mixed_x = combine(alpha, X[:, :n])
             new = mixed_f if self.beta == 1.0 else self.beta * mixed_f + (1 - self.beta) * mixed_x
-            z = torch.where(bview(conv, z), z, new.reshape(z.shape))
+            z = torch.where(bview(chk.frozen, z), z, new.reshape(z.shape))
             fz = ev(z)
             n_iter += 1
-        return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
-                      ev=ev, monitor=mon, max_iter=self.max_iter, name="Anderson")
+        return finish(z=z, check=chk, n_iter=n_iter, ev=ev, monitor=mon, max_iter=self.max_iter,
+                      name="Anderson")

@@ -19,7 +19,7 @@ from implicit._counting import BackwardTally, count_backward
 from implicit._outcome import Outcome
 from implicit.deq._fixed_point import FixedPoint
 from implicit.deq._gmres import KrylovStats, gmres
-from implicit.deq._root import Fn, RootSolution, RootSolver, check_tolerances, norms
+from implicit.deq._root import Fn, RootSolution, RootSolver, check_int, check_tolerances, check_unit, norms
 
 Vjp = Callable[[Tensor], Tensor]
 
@@ -64,8 +64,7 @@ class GMRES(AdjointSolver):
 
     def __post_init__(self):
         check_tolerances("GMRES", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
-        if not (isinstance(self.restart, int) and self.restart >= 1):
-            raise ValueError(f"GMRES: restart must be an int >= 1, got {self.restart!r}")
+        check_int("GMRES", "restart", self.restart, minimum=1)
 
     def solve(self, vjp: Vjp, v: Tensor) -> tuple[Tensor, KrylovStats]:
         return gmres(lambda u: u - vjp(u), v, tol=self.tol, abs_tol=self.abs_tol,
@@ -209,10 +208,8 @@ class PhantomGradient(Backward):
     alpha: float = 0.5
 
     def __post_init__(self):
-        if not (isinstance(self.k, int) and not isinstance(self.k, bool) and self.k >= 1):
-            raise ValueError(f"PhantomGradient: k must be an int >= 1, got {self.k!r}")
-        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha <= 1):
-            raise ValueError(f"PhantomGradient: alpha must be in (0, 1], got {self.alpha!r}")
+        check_int("PhantomGradient", "k", self.k, minimum=1)
+        check_unit("PhantomGradient", "alpha", self.alpha)
 
     def run(self, solver, f, z0, record):
         sol = _solve_detached(solver, f, z0)

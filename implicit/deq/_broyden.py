@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_start,
-    check_tolerances, combine, finish, project,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_growth, check_int,
+    check_start, check_tolerances, combine, finish, project,
 )
 
 
@@ -34,17 +34,18 @@ class Broyden(RootSolver):
     max_iter: int = 50
     criterion: str = "per_sample"
     memory: int = 20
+    max_growth: float | None = 1e3
 
     def __post_init__(self):
         check_tolerances("Broyden", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
         check_criterion("Broyden", self.criterion)
-        if not (isinstance(self.memory, int) and self.memory >= 1):
-            raise ValueError(f"Broyden: memory must be an int >= 1, got {self.memory!r}")
+        check_int("Broyden", "memory", self.memory, minimum=1)
+        check_growth("Broyden", self.max_growth)
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
-        check_start(z0)
-        ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
+        check_start(z0, "Broyden")
+        ev = Evaluator(f, z0, "Broyden")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
         B, m = z0.shape[0], self.memory
         d = z0[0].numel()
         tiny = torch.finfo(z0.dtype).tiny
@@ -56,11 +57,11 @@ class Broyden(RootSolver):
         g = (fz - z).reshape(B, d)
         n_iter = 0
         while True:
-            rel, conv, all_conv, all_finite = mon.check(z, fz)
-            if all_conv or not all_finite or n_iter >= self.max_iter:
+            chk = mon.check(z, fz)
+            if chk.done or n_iter >= self.max_iter:
                 break
             n = min(n_iter, m)
-            active = (~conv).unsqueeze(-1)
+            active = (~chk.frozen).unsqueeze(-1)
             # Newton direction −J⁻¹g with J⁻¹ = −I + U Vᵀ
             dz = g - _lowrank(U[:, :n], VT[:, :n], g) if n else g
             dz = torch.where(active, dz, torch.zeros_like(dz))
@@ -78,5 +79,5 @@ class Broyden(RootSolver):
             U[:, s] = u
             VT[:, s] = torch.where(ok, vt, torch.zeros_like(vt))
             n_iter += 1
-        return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
-                      ev=ev, monitor=mon, max_iter=self.max_iter, name="Broyden")
+        return finish(z=z, check=chk, n_iter=n_iter, ev=ev, monitor=mon, max_iter=self.max_iter,
+                      name="Broyden")

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from implicit.deq._root import (
     Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_criterion, check_start,
-    check_tolerances, finish,
+    check_growth, check_tolerances, check_unit, finish,
 )
 
 
@@ -29,27 +29,28 @@ class FixedPoint(RootSolver):
     max_iter: int = 100
     criterion: str = "per_sample"
     damping: float = 1.0
+    max_growth: float | None = 1e3
 
     def __post_init__(self):
         check_tolerances("FixedPoint", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
         check_criterion("FixedPoint", self.criterion)
-        if not (isinstance(self.damping, (int, float)) and 0 < self.damping <= 1):
-            raise ValueError(f"FixedPoint: damping must be in (0, 1], got {self.damping!r}")
+        check_unit("FixedPoint", "damping", self.damping)
+        check_growth("FixedPoint", self.max_growth)
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
-        check_start(z0)
-        ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
+        check_start(z0, "FixedPoint")
+        ev = Evaluator(f, z0, "FixedPoint")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
         z = z0
         fz = ev(z)
         n_iter = 0
         while True:
-            rel, conv, all_conv, all_finite = mon.check(z, fz)
-            if all_conv or not all_finite or n_iter >= self.max_iter:
+            chk = mon.check(z, fz)
+            if chk.done or n_iter >= self.max_iter:
                 break
             step = fz if self.damping == 1.0 else z + self.damping * (fz - z)
-            z = torch.where(bview(conv, z), z, step)
+            z = torch.where(bview(chk.frozen, z), z, step)
             fz = ev(z)
             n_iter += 1
-        return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
-                      ev=ev, monitor=mon, max_iter=self.max_iter, name="FixedPoint")
+        return finish(z=z, check=chk, n_iter=n_iter, ev=ev, monitor=mon, max_iter=self.max_iter,
+                      name="FixedPoint")

@@ -7,6 +7,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from implicit.deq._root import check_int
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JacobianRegularizer:
@@ -19,8 +21,7 @@ class JacobianRegularizer:
     n_samples: int = 1
 
     def __post_init__(self):
-        if not (isinstance(self.n_samples, int) and not isinstance(self.n_samples, bool) and self.n_samples >= 1):
-            raise ValueError(f"JacobianRegularizer: n_samples must be an int >= 1, got {self.n_samples!r}")
+        check_int("JacobianRegularizer", "n_samples", self.n_samples, minimum=1)
 
     def loss(self, z_leaf: Tensor, fz: Tensor, *, create_graph: bool) -> Tensor:
         """``fz`` = f(z_leaf, x) with its graph; ``z_leaf`` a tensor that requires grad."""

@@ -17,9 +17,14 @@ from implicit.deq._root import (
     RootSolution,
     RootSolver,
     bview,
+    check_bool,
+    check_choice,
     check_criterion,
+    check_growth,
+    check_int,
     check_start,
     check_tolerances,
+    check_unit,
     finish,
     norms,
 )
@@ -144,52 +149,43 @@ class NewtonKrylov(RootSolver):
     max_backtracks: int = 6
     jvp: str = "finite_difference"
     fixed_point_steps: int = 8
+    max_growth: float | None = 1e3
 
     def __post_init__(self):
         check_tolerances("NewtonKrylov", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
         check_criterion("NewtonKrylov", self.criterion)
-        for name in ("gmres_restart", "gmres_max_iter"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"NewtonKrylov: {name} must be an int >= 1, got {v!r}")
-        if not (isinstance(self.gmres_tol, (int, float)) and 0 < self.gmres_tol < 1):
-            raise ValueError(f"NewtonKrylov: gmres_tol must be in (0, 1), got {self.gmres_tol!r}")
-        if not isinstance(self.line_search, bool):
-            raise TypeError(f"NewtonKrylov: line_search must be a bool, got {type(self.line_search).__name__}")
-        if not (isinstance(self.max_backtracks, int) and self.max_backtracks >= 0):
-            raise ValueError(f"NewtonKrylov: max_backtracks must be an int >= 0, got {self.max_backtracks!r}")
-        if not (isinstance(self.fixed_point_steps, int) and not isinstance(self.fixed_point_steps, bool)
-                and self.fixed_point_steps >= 0):
-            raise ValueError(
-                f"NewtonKrylov: fixed_point_steps must be an int >= 0, got {self.fixed_point_steps!r}"
-            )
-        if self.jvp not in _LINEARIZATIONS:
-            raise ValueError(
-                f"NewtonKrylov: jvp must be one of {', '.join(map(repr, _LINEARIZATIONS))}, got {self.jvp!r}"
-            )
+        check_unit("NewtonKrylov", "gmres_tol", self.gmres_tol, closed=False)
+        check_int("NewtonKrylov", "gmres_restart", self.gmres_restart, minimum=1)
+        check_int("NewtonKrylov", "gmres_max_iter", self.gmres_max_iter, minimum=1)
+        check_bool("NewtonKrylov", "line_search", self.line_search)
+        check_int("NewtonKrylov", "max_backtracks", self.max_backtracks, minimum=0)
+        check_choice("NewtonKrylov", "jvp", self.jvp, tuple(_LINEARIZATIONS))
+        check_int("NewtonKrylov", "fixed_point_steps", self.fixed_point_steps, minimum=0)
+        check_growth("NewtonKrylov", self.max_growth)
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
-        check_start(z0)
-        ev = Evaluator(f, z0)
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion)
+        check_start(z0, "NewtonKrylov")
+        ev = Evaluator(f, z0, "NewtonKrylov")
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
         z = z0.detach()
         fz, lin = self._evaluate(ev, z, plain=self.fixed_point_steps > 0)
         n_iter = 0
         while True:
-            rel, conv, all_conv, all_finite = mon.check(z, fz)
-            if all_conv or not all_finite or n_iter >= self.max_iter:
+            chk = mon.check(z, fz)
+            if chk.done or n_iter >= self.max_iter:
                 break
+            frozen = chk.frozen
             if n_iter < self.fixed_point_steps:
-                z = torch.where(bview(conv, z), z, fz)
+                z = torch.where(bview(frozen, z), z, fz)
                 n_iter += 1
                 fz, lin = self._evaluate(ev, z, plain=n_iter < self.fixed_point_steps)
                 continue
-            r = torch.where(bview(conv, z), torch.zeros_like(z), fz - z)
+            r = torch.where(bview(frozen, z), torch.zeros_like(z), fz - z)
             jvp = lin.jvp
             step, kst = gmres(
                 lambda v: v - jvp(v),
                 r,
-                tol=self._forcing(rel),
+                tol=self._forcing(chk.rel),
                 abs_tol=0.0,
                 restart=self.gmres_restart,
                 max_iter=self.gmres_max_iter,
@@ -200,11 +196,11 @@ class NewtonKrylov(RootSolver):
             # (NaN from a JVP compares False, so a non-finite Krylov solve also falls back.)
             stalled = ~(kst.residual <= 0.5) | ~torch.isfinite(norms(step))
             step = torch.where(bview(stalled, z), r, step)
-            z, lin = self._line_search(ev, z, step, norms(fz - z), conv)
+            z, lin = self._line_search(ev, z, step, norms(fz - z), frozen)
             fz = lin.fz
             n_iter += 1
-        return finish(z=z, rel=rel, conv=conv, all_conv=all_conv, all_finite=all_finite, n_iter=n_iter,
-                      ev=ev, monitor=mon, max_iter=self.max_iter, name="NewtonKrylov")
+        return finish(z=z, check=chk, n_iter=n_iter, ev=ev, monitor=mon, max_iter=self.max_iter,
+                      name="NewtonKrylov")
 
     def _evaluate(self, ev: Evaluator, z: Tensor, *, plain: bool) -> tuple[Tensor, _Linearization | None]:
         """f(z), and the linearization at z unless the next step is a plain iteration (no graph)."""
