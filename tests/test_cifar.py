@@ -110,13 +110,17 @@ def test_presets_and_overrides():
     (["--width", "12"], "multiple of 8"),
     (["--tol", "2"], r"expected a number in \(0, 1\)"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--lr", "0"], r"--lr: expected a number in \(0, 10\], got 0"),
+    (["--lr", "1e-4", "--lr-min", "1e-3"], "--lr-min .* must not exceed --lr"),
+    (["--dropout", "1"], r"--dropout: expected a number in \[0, 1\), got 1"),
 ])
 def test_cli_errors_name_the_option(argv, message, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         cifar.parse_config(argv)
     import re
 
-    assert re.search(message, capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1
 
 
 def test_config_rejects_bad_values():
@@ -128,9 +132,10 @@ def test_config_rejects_bad_values():
                           limit_test=None, eval_every=1, eval_batch_size=1, colour="red")
 
 
-def test_missing_data_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="cifar10.npz|CIFAR"):
-        cifar.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path), "--no-progress"])
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert cifar.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path), "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and "CIFAR-10 not found" in line
 
 
 @needs_data

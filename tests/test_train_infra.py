@@ -325,8 +325,12 @@ def test_distributed_setup_single_process_and_env_errors(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="WORLD_SIZE must be an integer, got 'two'"):
         _distributed.setup("cpu")
-    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
+    with pytest.raises(_distributed.DeviceError, match="device must be cpu, cuda, cuda:N or mps, got 'tpu'"):
         _distributed.setup("tpu")
+    monkeypatch.delenv("WORLD_SIZE")
+    if not torch.cuda.is_available():
+        with pytest.raises(_distributed.DeviceError, match=r"'cuda:1' was asked for but torch.cuda.is_available\(\) is False"):
+            _distributed.setup("cuda:1")
 
 
 _DDP_SCRIPT = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,7 +141,8 @@ def test_the_papers_schedule_is_recognised_however_it_was_asked_for():
         (["--reg-weight", "error"], r"expected NAME=VALUE such as error=50, got 'error'"),
         (["--optimizer", "lbfgs"], r"argument --optimizer: invalid choice: 'lbfgs'"),
         (["--solver", "newton"], r"--solver and --jacobian-reg apply to DEQ models only"),
-        (["--device", "tpu"], r"argument --device: invalid choice: 'tpu'"),
+        (["--device", "tpu"], r"argument --device: expected a device such as cpu, cuda, cuda:1 or mps, got 'tpu'"),
+        (["--resume", "--overwrite"], r"argument --overwrite: not allowed with argument --resume"),
         (["--preset", "authors", "--model", "deq"], r"--preset authors exists for the node family only"),
         (["--model", "deq", "--controller", "pi"], r"--controller, --step-path, .* apply to the node family only"),
         (["--step-path", "through"], r"argument --step-path: invalid choice: 'through'"),
@@ -156,11 +158,13 @@ def test_bad_options_are_named(argv, message, capsys):
 
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.rstrip().endswith("(see python -m train.mnist --help)")
 
 
-def test_missing_data_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match=r"MNIST not found in data folder .*nowhere.*train-images-idx3-ubyte"):
-        mnist.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    assert mnist.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert re.search(r"^error: .*MNIST not found in data folder .*nowhere.*train-images-idx3-ubyte", line)
 
 
 @needs_mnist
@@ -204,7 +208,8 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_resume_with_other_options_names_the_difference(tmp_path):
     mnist.main(TINY + ["--epochs", "1", "--out", str(tmp_path), "--limit-train", "64"])
     with pytest.raises(_checkpoint.ConfigMismatchError, match=r"lr: checkpoint 0\.1 vs now 0\.05"):
-        mnist.main(TINY + ["--epochs", "1", "--out", str(tmp_path), "--limit-train", "64", "--lr", "0.05", "--resume"])
+        mnist.run(mnist.parse_config(TINY + ["--epochs", "1", "--out", str(tmp_path), "--limit-train", "64", "--lr", "0.05",
+                                             "--resume"]))
 
 
 @pytest.mark.slow

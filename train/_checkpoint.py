@@ -9,6 +9,7 @@ checkpoint, never half of one.
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 from pathlib import Path
@@ -17,16 +18,22 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from train._errors import UserError
+
 FORMAT = "implicit-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, or not a checkpoint of ours)."""
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(UserError, ValueError):
     """``--resume`` was asked for a checkpoint written by a run with a different config."""
+
+
+class MissingCheckpointError(UserError, FileNotFoundError):
+    """A checkpoint to resume from is not there."""
 
 
 # --- RNG states -----------------------------------------------------------------------------
@@ -63,17 +70,40 @@ def _tuplify(x):
 # --- files ------------------------------------------------------------------------------------
 
 
+def temporary_of(path: str | os.PathLike) -> Path:
+    """The temporary file :func:`atomic_write_bytes` writes before moving it over ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of ``path`` that killed writers left (any process id); return them.
+    Only ``path``'s own, so runs sharing a folder do not touch each other's writes in flight."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        middle = tmp.name[len(path.name) + 2: -len(".tmp")]
+        if middle.isdigit() and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_of(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        # name the file asked for, not the hidden temporary the error arose on
+        message = f"cannot write {str(path)!r}: {e.strerror or e}"
+        raise (type(e)(e.errno, message) if e.errno is not None else OSError(message)) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -129,7 +159,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     the path and a remedy when the file is truncated, corrupt or not one of ours."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+        raise MissingCheckpointError(f"checkpoint not found: {str(path)!r}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for bad files

@@ -16,6 +16,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from train._errors import UserError
+
+
+class DeviceError(UserError, ValueError):
+    """A ``--device`` this machine or this way of running does not have."""
+
+
+class LaunchError(UserError, ValueError):
+    """torchrun's environment variables make no sense (set by hand, most likely)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class DistContext:
@@ -40,33 +50,51 @@ def _env_int(name: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise LaunchError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
 def setup(device: str = "cpu", *, timeout_s: float = 1800.0) -> DistContext:
     """Detect torchrun's environment and join the process group (gloo on CPU, nccl on CUDA).
 
-    ``device`` is "cpu" or "cuda"; under torchrun with CUDA each rank takes GPU LOCAL_RANK.
-    Outside torchrun (or WORLD_SIZE=1) returns a single-process context.
+    ``device`` is a torch device string: "cpu", "cuda", "cuda:N" or "mps". Under torchrun give
+    "cuda" (each rank takes GPU LOCAL_RANK) or "cpu". Outside torchrun (or WORLD_SIZE=1) returns
+    a single-process context. A device that is not there raises :class:`DeviceError`.
     """
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False; use --device cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r} was asked for but torch.cuda.is_available() is False; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r} was asked for but there are {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {device!r} was asked for but torch finds no MPS device; use --device cpu")
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
     local_rank = _env_int("LOCAL_RANK") or 0
     if world_size == 1:
-        dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
+        if dev.type == "cuda":
+            if dev.index is not None:
+                torch.cuda.set_device(dev.index)
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.type == "cpu":
+            dev = torch.device("cpu")
         return DistContext(device=dev)
-    if device == "cuda":
+    if dev.index is not None and dev.type == "cuda":
+        raise DeviceError(f"under torchrun give --device cuda (each process takes GPU LOCAL_RANK), not {device!r}")
+    if dev.type == "mps":
+        raise DeviceError("torchrun runs on cpu or cuda; --device mps is for a single process")
+    if dev.type == "cuda":
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if device == "cuda" else "gloo",
+            backend="nccl" if dev.type == "cuda" else "gloo",
             timeout=datetime.timedelta(seconds=timeout_s),
         )
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)

@@ -14,6 +14,11 @@ A run record (written by ``train._trainer.fit``) holds::
     summary             the last row's headline numbers + total training time
     paper               the paper's numbers for this variant, or null
     complete            false while a run is in progress (records are rewritten each epoch)
+    started             when this process (group) began the run, UTC
+    failure             only for a run that stopped on an error: rank, world_size, step, epoch, error
+
+Records hold no absolute path of the machine that wrote them: paths inside the repository are
+relative to it, others are reduced to ``<name>`` (see :func:`portable_path`).
 
 ``python -m train.report DIR`` turns the records in DIR into ``DIR/table.md`` and
 ``DIR/curves.png``.
@@ -117,11 +122,15 @@ def environment(*, world_size: int = 1, device: str = "cpu") -> dict:
     }
 
 
-def command_line(argv: list[str] | None = None) -> str:
+def command_line(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> str:
     """The command that ran, without this machine's paths: a script of the repository run as
-    ``python -m pkg.module`` appears so, other paths inside the repository relative to it."""
+    ``python -m pkg.module`` appears so, other paths inside the repository relative to it, paths
+    outside it as ``<name>``. Under torchrun the command is torchrun's, its process counts read
+    back from the variables it sets (the rendezvous address is the machine's, so it is left out)."""
     argv = list(sys.argv if argv is None else argv)
-    words = [Path(sys.executable).name]
+    env = os.environ if env is None else env
+    launcher = torchrun_words(env)
+    words = launcher if launcher else [Path(sys.executable).name]
     if argv:
         first = Path(argv[0])
         try:
@@ -136,14 +145,55 @@ def command_line(argv: list[str] | None = None) -> str:
             words.append(first.name if first.is_absolute() else argv[0])
         argv = argv[1:]
     for a in argv:
-        p = Path(a)
-        if p.is_absolute():
-            try:
-                a = p.resolve().relative_to(REPO_ROOT).as_posix()
-            except (ValueError, OSError):
-                a = f"<{p.name}>"  # outside the repository: keep the name only
-        words.append(a)
+        key, eq, value = a.partition("=")
+        words.append(f"{key}={portable_path(value)}" if a.startswith("--") and eq else portable_path(a))
     return " ".join(words)
+
+
+def torchrun_words(env: Mapping[str, str]) -> list[str]:
+    """``torchrun [--nnodes N] --nproc-per-node L [--max-restarts R]`` for a process torchrun
+    started (it sets TORCHELASTIC_RUN_ID and LOCAL_WORLD_SIZE), else []."""
+    if "TORCHELASTIC_RUN_ID" not in env or "LOCAL_WORLD_SIZE" not in env:
+        return []
+
+    def number(name: str) -> int | None:
+        try:
+            return int(env[name])
+        except (KeyError, ValueError):
+            return None
+
+    local = number("LOCAL_WORLD_SIZE") or 1
+    nodes = number("GROUP_WORLD_SIZE") or max(1, (number("WORLD_SIZE") or local) // local)
+    words = ["torchrun"]
+    if nodes > 1:
+        words += ["--nnodes", str(nodes)]
+    words += ["--nproc-per-node", str(local)]
+    if (number("TORCHELASTIC_MAX_RESTARTS") or 0) > 0:
+        words += ["--max-restarts", str(number("TORCHELASTIC_MAX_RESTARTS"))]
+    return words
+
+
+def portable_path(text: str) -> str:
+    """An absolute path inside the repository made relative to it; one outside it reduced to
+    ``<name>``; anything else unchanged."""
+    p = Path(text)
+    if not p.is_absolute():
+        return text
+    try:
+        return p.resolve().relative_to(REPO_ROOT).as_posix()
+    except (ValueError, OSError):
+        return f"<{p.name}>"  # outside the repository: keep the name only
+
+
+def portable_config(plain: Mapping[str, Any]) -> dict:
+    """A plain config with :func:`portable_path` applied to its string values, for a record that
+    is committed or shared (the checkpoint keeps the real paths)."""
+    return {k: portable_path(v) if isinstance(v, str) else v for k, v in plain.items()}
+
+
+def portable_text(text: str) -> str:
+    """Free text (an error message) with the repository's absolute path cut off its paths."""
+    return text.replace(str(REPO_ROOT) + os.sep, "").replace(str(REPO_ROOT), ".")
 
 
 # --- records ------------------------------------------------------------------------------

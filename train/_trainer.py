@@ -21,10 +21,13 @@ batch forward. CUDA work is synchronized before each clock read.
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from models._base import ZooOutput
 from train import _checkpoint, _data, _distributed, _results
 from train._distributed import DistContext
+from train._errors import UserError
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -271,6 +275,141 @@ def evaluate(model: torch.nn.Module, data: _data.InMemoryDataset, *, batch_size:
     }
 
 
+# --- the run's files ----------------------------------------------------------------------
+
+
+class OutputFolderError(UserError, OSError):
+    """The folder for the record or the checkpoint cannot be created or written."""
+
+
+class RunInTheWayError(UserError, FileExistsError):
+    """A run of the same name is already in the output folder and neither --resume nor --overwrite was given."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    json: Path
+    checkpoint: Path
+    checkpoint_option: str  # the option that chose the checkpoint's folder, for messages
+
+
+def run_paths(out_dir: str | os.PathLike, name: str, checkpoint_dir: str | os.PathLike | None = None) -> RunPaths:
+    """Where a run's record (``<out>/<name>.json``) and checkpoint (``<checkpoint_dir or
+    out/checkpoints>/<name>.pt``) go."""
+    out_dir = Path(out_dir)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
+    return RunPaths(json=out_dir / f"{name}.json", checkpoint=folder / f"{name}.pt",
+                    checkpoint_option="--checkpoint-dir" if checkpoint_dir is not None else "--out")
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputFolderError(
+            f"cannot write to the {option} folder {str(folder)!r} ({e.strerror or type(e).__name__}); "
+            f"choose a writable {option}") from None
+
+
+def _read_record(path: Path) -> dict | None:
+    """The run record at ``path``; None when absent; ``{}`` when the file is not a run record."""
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) and rec.get("format") == _results.FORMAT else {}
+
+
+def _in_the_way(paths: RunPaths, record: dict | None) -> str | None:
+    """Why a fresh run must not start over what is at ``paths``, with the options that go on; None if nothing is there."""
+    has_ckpt = paths.checkpoint.is_file()
+    where = f"{str(paths.json)!r}"
+    other = "or pick another --out or --run-name"
+    if record == {}:
+        return f"{where} exists and is not a run record; move it away, pass --overwrite to replace it, {other}"
+    if record is not None and record.get("complete"):
+        return (f"{where} holds a finished run ({_progress(record)}); pass --overwrite to replace it and its "
+                f"checkpoint, {other}")
+    if record is not None and has_ckpt:
+        return (f"{where} holds an unfinished run ({_progress(record)}); continue it with --resume, start it "
+                f"afresh with --overwrite, {other}")
+    if record is not None:
+        why = f": {record['failure'].get('error')}" if isinstance(record.get("failure"), dict) else ""
+        return (f"{where} holds a run that stopped before its first checkpoint{why}; start it afresh with "
+                f"--overwrite, {other}")
+    if has_ckpt:
+        return (f"checkpoint {str(paths.checkpoint)!r} of an earlier run of this name is in the way; continue it "
+                f"with --resume, start afresh with --overwrite, {other}")
+    return None
+
+
+def _progress(record: dict) -> str:
+    done = (record.get("summary") or {}).get("steps", 0)
+    total = (record.get("loop") or {}).get("steps_total")
+    return f"step {done} of {total}" if total else f"step {done}"
+
+
+def prepare_run(paths: RunPaths, *, resume: bool = False, overwrite: bool = False,
+                ctx: DistContext | None = None) -> str | None:
+    """Make sure a run may start at ``paths`` before it loads data or trains, and tidy up.
+
+    The folders must be writable. Without ``resume`` or ``overwrite``, a record or checkpoint
+    of the same name already there (finished or not) is refused with the options that go on
+    (:class:`RunInTheWayError`); ``resume`` needs the checkpoint; ``overwrite`` deletes both.
+    Temporaries that killed atomic writes of this run left behind are removed. Rank 0 looks;
+    every rank raises the same error, so no rank trains on alone. Returns a note for the log
+    (what was replaced or removed), or None. Calling it again is harmless."""
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite replaces it: give one of them")
+    ctx = ctx or DistContext()
+    outcome: tuple[BaseException | None, str | None] = (None, None)
+    if ctx.is_main:
+        try:
+            outcome = (None, _prepare(paths, resume=resume, overwrite=overwrite))
+        except UserError as e:
+            outcome = (e, None)
+    error, note = _distributed.broadcast_object(outcome, ctx)
+    if error is not None:
+        raise error
+    return note
+
+
+def _prepare(paths: RunPaths, *, resume: bool, overwrite: bool) -> str | None:
+    _check_writable(paths.json.parent, "--out")
+    _check_writable(paths.checkpoint.parent, paths.checkpoint_option)
+    record = _read_record(paths.json)
+    notes = []
+    if resume:
+        if not paths.checkpoint.is_file():
+            finished = record is not None and record.get("complete")
+            raise _checkpoint.MissingCheckpointError(
+                f"--resume given but no checkpoint at {str(paths.checkpoint)!r}; "
+                + (f"{str(paths.json)!r} is a finished run: nothing to resume (--overwrite runs it again)" if finished
+                   else "run without --resume to start, or pass the --out (and --checkpoint-dir) of the interrupted run"))
+    elif overwrite:
+        for p in (paths.json, paths.checkpoint):
+            if p.is_file():
+                p.unlink()
+                notes.append(f"replaced {p}")
+    else:
+        why = _in_the_way(paths, record)
+        if why is not None:
+            raise RunInTheWayError(why)
+    for p in (paths.json, paths.checkpoint):
+        removed = _checkpoint.remove_stale_temporaries(p)
+        if removed:
+            notes.append(f"removed {len(removed)} temporary file(s) an interrupted write of {p.name} left")
+    return "; ".join(notes) or None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
 # --- the loop -----------------------------------------------------------------------------
 
 
@@ -334,6 +473,7 @@ def fit(
     run: RunInfo,
     config: Any,
     resume: bool = False,
+    overwrite: bool = False,
     resume_ignore: Iterable[str] = (),
     checkpoint_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
@@ -344,18 +484,22 @@ def fit(
 
     ``scheduler`` (may be None) is stepped once per optimizer step. ``config`` is the script's
     config dataclass; it is stored in checkpoints and the record, and on ``resume`` must equal
-    the checkpoint's except for fields named in ``resume_ignore``. ``probes(model)``, if given, runs
+    the checkpoint's except for fields named in ``resume_ignore``; resuming a run that finished
+    returns its record untouched. Without ``resume`` or ``overwrite`` a run of the same name in
+    the way is refused (see :func:`prepare_run`). ``probes(model)``, if given, runs
     after each round's evaluation (model in eval mode, no grad) and its numbers go into the row's
     ``probes`` (e.g. the NFE on a fixed batch).
     """
     for name, w in weights.items():
         if not isinstance(w, WeightSchedule):
             raise TypeError(f"weights[{name!r}] must be a WeightSchedule (Constant, ExponentialAnneal), got {type(w).__name__}")
-    out_dir = Path(out_dir)
-    ckpt_path = Path(checkpoint_dir) if checkpoint_dir is not None else out_dir / "checkpoints"
-    ckpt_path = ckpt_path / f"{run.name}.pt"
-    json_path = out_dir / f"{run.name}.json"
+    paths = run_paths(out_dir, run.name, checkpoint_dir)
+    ckpt_path, json_path = paths.checkpoint, paths.json
     say = log if ctx.is_main else (lambda _msg: None)
+    note = prepare_run(paths, resume=resume, overwrite=overwrite, ctx=ctx)
+    if note:
+        say(note)
+    started = _distributed.broadcast_object(_now(), ctx)
 
     plain_config = _results.to_plain(config)
     compared = {**plain_config, "world_size": ctx.world_size}
@@ -368,13 +512,14 @@ def fit(
     step = 0
     train_time = 0.0
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(
-                f"--resume given but no checkpoint at {str(ckpt_path)!r}; run without --resume to start, "
-                f"or pass the --out of the interrupted run"
-            )
         payload = _checkpoint.load_checkpoint(ckpt_path, map_location=ctx.device)
         _checkpoint.check_config(payload["config"], compared, ignore=resume_ignore, path=ckpt_path)
+        if payload["step"] >= total:
+            stored = _distributed.broadcast_object(_read_record(json_path) if ctx.is_main else None, ctx)
+            if stored and stored.get("complete"):
+                say(f"{run.name} finished already ({json_path}, step {payload['step']} of {total}); nothing to do")
+                stored["paths"] = {"json": str(json_path), "checkpoint": str(ckpt_path)}
+                return stored
         _checkpoint.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler)
         _checkpoint.set_rng_state(payload["rng"][ctx.rank])
         step = payload["step"]
@@ -387,13 +532,14 @@ def fit(
     record = {
         "format": _results.FORMAT, "version": _results.VERSION,
         "name": run.name, "script": run.script, "model": run.model, "baseline": run.baseline,
-        "config": plain_config, "seed": loop.seed,
+        "config": _results.portable_config(plain_config) if isinstance(plain_config, dict) else plain_config,
+        "seed": loop.seed,
         "data": {"train": train_data.description, "test": test_data.description,
                  "train_items": len(train_data), "test_items": len(test_data)},
         "loop": {"steps_total": total, "steps_per_epoch": spe, "eval_every": eval_every,
                  "world_size": ctx.world_size, "batch_size_per_rank": loop.batch_size},
         "environment": env, "history": history, "summary": {}, "paper": dict(run.paper) if run.paper else None,
-        "notes": run.notes, "complete": False,
+        "notes": run.notes, "complete": False, "started": started,
     }
 
     show_bar = _show_progress(loop.progress, ctx)
@@ -530,9 +676,9 @@ def fit(
     except Exception as e:
         # the record says how the run ended, next to the last finished epoch it keeps (the checkpoint
         # of that epoch stays too); without this a diverged run looks like one still in progress
-        record["failure"] = {"step": step, "epoch": step / spe, "error": f"{type(e).__name__}: {e}"}
-        if ctx.is_main:
-            _results.write_json(json_path, record)
+        record["failure"] = {"rank": ctx.rank, "world_size": ctx.world_size, "step": step, "epoch": step / spe,
+                             "error": _results.portable_text(f"{type(e).__name__}: {e}")}
+        _record_failure(json_path, record, ctx)
         raise
 
     if step >= total and not record["complete"]:
@@ -543,6 +689,20 @@ def fit(
             _results.write_json(json_path, record)
     record["paths"] = {"json": str(json_path), "checkpoint": str(ckpt_path)}
     return record
+
+
+def _record_failure(json_path: Path, record: dict, ctx: DistContext) -> None:
+    """Write the record with its failure. Under torchrun any rank may fail; its peers wait for it in
+    a collective until torchrun ends them, so the failing rank writes the record itself (it holds
+    the same record as rank 0). Rank 0 fails too when a peer's exit breaks its collective: then the
+    peer's record of the cause, written in this run, is kept."""
+    if ctx.distributed and ctx.is_main:
+        on_disk = _read_record(json_path) or {}
+        cause = on_disk.get("failure")
+        if on_disk.get("started") == record["started"] and isinstance(cause, dict) and cause.get("rank", 0) != 0:
+            return
+    if ctx.is_main or ctx.distributed:
+        _results.write_json(json_path, record)
 
 
 def _summary(history: list[dict], train_time: float) -> dict:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from train import _cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__)
+    parser = _cli.ArgumentParser(prog="python -m train.bench", description=__doc__)
     sub = parser.add_subparsers(dest="suite", required=True)
     sub.add_parser("ode", help="neural-ODE block vs torchdiffeq", add_help=False)
     sub.add_parser("deq", help="DEQ blocks vs torchdeq", add_help=False)

@@ -44,7 +44,9 @@ from torch import nn
 from models.mdeq import (
     CIFAR_SOLVERS, CIFAR_VARIANTS, STOPPING_TESTS, CIFARModelConfig, MDEQClassifier, count_parameters,
 )
+from implicit import SolverError
 from train import _cli, _data, _distributed, _results, _trainer
+from train._errors import UserError
 from train._trainer import Constant, WeightSchedule
 
 SCRIPT = "train.cifar"
@@ -112,6 +114,7 @@ class CIFARConfig:
     checkpoint_dir: str | None = None
     run_name: str | None = None
     resume: bool = False
+    overwrite: bool = False
     stop_after_round: int | None = None
     threads: int = 0
     progress: bool | None = None
@@ -148,7 +151,7 @@ class CIFARConfig:
 
 
 # fields that may differ between an interrupted run and its --resume
-RESUME_IGNORES = ("resume", "stop_after_round", "threads", "progress", "data_dir", "download", "out",
+RESUME_IGNORES = ("resume", "overwrite", "stop_after_round", "threads", "progress", "data_dir", "download", "out",
                   "checkpoint_dir", "report")
 
 
@@ -190,16 +193,9 @@ class CosineToMin:
 # --- command line -------------------------------------------------------------------------------
 
 
-def _unit_float(text: str) -> float:
-    v = _cli.nonneg_float(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train.cifar", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.ArgumentParser(prog="python -m train.cifar", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="skipdeq", choices=CIFAR_VARIANTS, help="variant (default: skipdeq)")
     p.add_argument("--solver", default="discrete", choices=CIFAR_SOLVERS,
                    help="forward solve: discrete (Broyden), newton (Newton-Krylov), continuous (Tsit5 steady "
@@ -213,18 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-steps", type=_cli.nonneg_int, default=None,
                    help="first steps train the unrolled fixed-depth network (default: preset)")
     p.add_argument("--batch-size", type=_cli.positive_int, default=None, help="global batch size (default: preset)")
-    p.add_argument("--lr", type=_cli.nonneg_float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--lr-min", type=_cli.nonneg_float, default=1e-6, help="cosine schedule's final lr (default: 1e-6)")
-    p.add_argument("--weight-decay", type=_cli.nonneg_float, default=2.5e-5, help="weight decay (default: 2.5e-5)")
+    p.add_argument("--lr", type=_cli.float_in(0.0, 10.0, lo_open=True), default=1e-3,
+                   help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--lr-min", type=_cli.nonneg_float, default=1e-6,
+                   help="cosine schedule's final lr, at most --lr (default: 1e-6)")
+    p.add_argument("--weight-decay", type=_cli.float_in(0.0, 1.0), default=2.5e-5, help="weight decay (default: 2.5e-5)")
     p.add_argument("--lambda-skip", type=_cli.nonneg_float, default=0.01, help="weight of the skip loss (default: 0.01)")
-    p.add_argument("--tol", type=_unit_float, default=0.05,
+    p.add_argument("--tol", type=_cli.float_in(0.0, 1.0, lo_open=True, hi_open=True), default=0.05,
                    help="relative-residual tolerance of the forward and backward solves (default: 0.05)")
     p.add_argument("--max-iter", type=_cli.positive_int, default=None,
                    help="forward iterations (continuous: ODE steps) at most (default: preset)")
     p.add_argument("--backward-max-iter", type=_cli.positive_int, default=None,
                    help="backward GMRES iterations at most (default: preset)")
     p.add_argument("--pretrain-depth", type=_cli.positive_int, default=5, help="f applications when pre-training (default: 5)")
-    p.add_argument("--dropout", type=_cli.nonneg_float, default=0.2, help="variational dropout rate (default: 0.2)")
+    p.add_argument("--dropout", type=_cli.float_in(0.0, 1.0, hi_open=True), default=0.2,
+                   help="variational dropout rate (default: 0.2)")
     p.add_argument("--width", type=_cli.positive_int, default=24,
                    help="channels of both branches, a multiple of 8 (default: 24, MDEQ-small)")
     p.add_argument("--augment", action="store_true", help="random crop + horizontal flip")
@@ -236,15 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=_cli.positive_int, default=None, help="test batch size (default: preset)")
     p.add_argument("--timing-repeats", type=_cli.nonneg_int, default=3,
                    help="training steps timed after training for s/batch (median; 0 = skip) (default: 3)")
-    p.add_argument("--seed", type=_cli.nonneg_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=_cli.seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", type=_cli.device, default="cpu",
+                   help="a torch device: cpu, cuda, cuda:N or mps; under torchrun cuda gives each process GPU "
+                        "LOCAL_RANK (default: cpu)")
     p.add_argument("--data-dir", default=None, help=f"folder holding cifar10.npz or cifar-10-batches-py "
                                                     f"(default: ${_data.ENV_VAR}, else ./data)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision (needs internet)")
     p.add_argument("--out", default="runs/cifar", help="folder for the result JSON (default: runs/cifar)")
     p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
-    p.add_argument("--run-name", default=None, help="file stem of JSON and checkpoint (default: <model>_<solver>_seed<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
+    p.add_argument("--run-name", type=_cli.run_name, default=None,
+                   help="file stem of JSON and checkpoint (default: <model>_<solver>_seed<seed>)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace a run of the same name in --out, finished or not (default: refuse to)")
     p.add_argument("--stop-after-round", type=_cli.positive_int, default=None,
                    help="stop after this many evaluation rounds with a checkpoint, as if interrupted")
     p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
@@ -256,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar (default: only on a terminal)")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    _cli.add_debug(p)
     return p
 
 
@@ -273,8 +279,8 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
             values[key] = None
     if values["pretrain_steps"] > values["steps"]:
         parser.error(f"--pretrain-steps ({values['pretrain_steps']}) must not exceed --steps ({values['steps']})")
-    if not args.dropout < 1:
-        parser.error(f"--dropout must be below 1, got {args.dropout}")
+    if args.lr_min > args.lr:
+        parser.error(f"--lr-min ({args.lr_min:g}) must not exceed --lr ({args.lr:g}): the cosine schedule decays to it")
     if args.width % 8:
         parser.error(f"--width must be a multiple of 8 (GroupNorm with 8 groups), got {args.width}")
     return CIFARConfig(
@@ -284,8 +290,8 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
         pretrain_depth=args.pretrain_depth, dropout=args.dropout, width=args.width, augment=args.augment,
         timing_repeats=args.timing_repeats, seed=args.seed, device=args.device, data_dir=args.data_dir,
         download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
-        resume=args.resume, stop_after_round=args.stop_after_round, threads=args.threads, progress=args.progress,
-        report=args.report,
+        resume=args.resume, overwrite=args.overwrite, stop_after_round=args.stop_after_round, threads=args.threads,
+        progress=args.progress, report=args.report,
     )
 
 
@@ -356,7 +362,10 @@ def run(config: CIFARConfig) -> dict:
     ctx = _distributed.setup(config.device)
     try:
         if config.batch_size % ctx.world_size:
-            raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
+            raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
+        # before the data loads: a run in the way or an unwritable --out is refused at once
+        _trainer.prepare_run(_trainer.run_paths(config.out, config.name, config.checkpoint_dir), resume=config.resume,
+                             overwrite=config.overwrite, ctx=ctx)
         if config.download and ctx.distributed:
             if ctx.is_main:
                 _data.load("cifar10", config.data_dir, train=True, download=True)
@@ -368,7 +377,7 @@ def run(config: CIFARConfig) -> dict:
         model = PretrainThenSolve(net, config.pretrain_steps).to(ctx.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, CosineToMin(total=config.steps, floor=config.lr_min / config.lr if config.lr else 1.0))
+            optimizer, CosineToMin(total=config.steps, floor=config.lr_min / config.lr))
         weights = {"skip": Constant(value=config.lambda_skip)} if config.model in ("skipdeq", "skipregdeq") else {}
         say = print if ctx.is_main else (lambda *_a, **_k: None)
         solver = "" if config.model == "node" else (f", {config.solver} solve (≤ {config.max_iter} iterations, "
@@ -396,10 +405,11 @@ def run(config: CIFARConfig) -> dict:
             weights=weights, ctx=ctx, out_dir=config.out,
             run=_trainer.RunInfo(name=config.name, script=SCRIPT, model=config.model, baseline=BASELINE,
                                  paper=paper, notes=notes),
-            config=config, resume=config.resume, resume_ignore=RESUME_IGNORES, checkpoint_dir=config.checkpoint_dir,
-            log=lambda m: print(m, flush=True),
+            config=config, resume=config.resume, overwrite=config.overwrite, resume_ignore=RESUME_IGNORES,
+            checkpoint_dir=config.checkpoint_dir, log=lambda m: print(m, flush=True),
         )
-        if record["complete"] and config.timing_repeats > 0:
+        # a finished run resumed comes back as it was recorded, timing included
+        if record["complete"] and config.timing_repeats > 0 and "train_s_per_batch" not in record["summary"]:
             timing = _timing(net, train, config, weights, ctx)
             if ctx.is_main:
                 record["summary"].update(timing)
@@ -583,19 +593,33 @@ def _plot(runs, path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """Exit codes: 0 done, 1 training stopped on a solver failure or a non-finite loss (the record
+    says where), 2 a user error (options, data, output folder, checkpoint): one ``error:`` line."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = _cli.wants_debug(args)
     if "--table" in args:
         folder = build_parser().parse_args(args).table
-        md, png = write_table(folder)
-        print(md.read_text())
-        print(f"wrote {md} and {png}")
-        return 0
-    config = parse_config(argv)
-    try:
+
+        def table() -> int:
+            try:
+                md, png = write_table(folder)
+            except (FileNotFoundError, ValueError) as e:  # no such folder, no records, a broken record
+                raise UserError(f"--table {folder}: {e}") from e
+            print(md.read_text())
+            print(f"wrote {md} and {png}")
+            return 0
+
+        return _cli.guard(table, debug=debug)
+    config = parse_config(args)
+
+    def body() -> int:
         run(config)
-    except _data.DataNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
-    return 0
+        return 0
+
+    stopped = (lambda e: f"error: {config.name} stopped: {e}; its record ({config.out}/{config.name}.json) keeps "
+                         "the last finished evaluation round and the failure")
+    return _cli.guard(body, debug=debug, user_errors=_cli.data_errors(), failures=(SolverError, FloatingPointError),
+                      failure_message=stopped)
 
 
 if __name__ == "__main__":

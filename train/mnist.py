@@ -28,6 +28,7 @@ import torch
 
 from implicit import SolverError
 from train import _cli, _data, _distributed, _trainer
+from train._errors import UserError
 from train._trainer import Constant, EpochwiseExponential, ExponentialAnneal, WeightSchedule
 
 SCRIPT = "train.mnist"
@@ -243,6 +244,7 @@ class MNISTConfig:
     checkpoint_dir: str | None = None
     run_name: str | None = None
     resume: bool = False
+    overwrite: bool = False
     stop_after_epoch: int | None = None
     threads: int = 0
     progress: bool | None = None
@@ -253,23 +255,10 @@ class MNISTConfig:
 
 
 # fields that may differ between an interrupted run and its --resume
-RESUME_IGNORES = ("resume", "stop_after_epoch", "threads", "progress", "data_dir", "download", "out", "checkpoint_dir")
+RESUME_IGNORES = ("resume", "overwrite", "stop_after_epoch", "threads", "progress", "data_dir", "download", "out",
+                  "checkpoint_dir")
 PRESETS = ("small", "paper", "authors")
 OPTIMIZERS = ("sgd", "adam")
-
-
-def _float_in(lo: float, hi: float, *, lo_open: bool = False):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        ok = (v > lo if lo_open else v >= lo) and v <= hi
-        if not ok:
-            raise argparse.ArgumentTypeError(f"expected a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v:g}")
-        return v
-
-    return parse
 
 
 def _reg_weight(text: str) -> tuple[str, float]:
@@ -277,18 +266,16 @@ def _reg_weight(text: str) -> tuple[str, float]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE such as error=50, got {text!r}")
     try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a number VALUE, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"regularizer weight must be >= 0, got {text!r}")
+        v = _cli.nonneg_float(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a finite VALUE >= 0, got {text!r}") from None
     return name, v
 
 
 def build_parser(registry: Registry) -> argparse.ArgumentParser:
     names = list(registry.entries)
     fams = ", ".join(f"{f.name}: {f.description}" for f in FAMILIES if any(e[0] is f for e in registry.entries.values()))
-    p = argparse.ArgumentParser(
+    p = _cli.ArgumentParser(
         prog="python -m train.mnist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Families: " + fams + ". Options shown with default 'family' take the value of --preset for the "
                "model's family: small (node: 2 epochs of a 10,000-image subset, batch 128, SGD lr 0.1 momentum 0.9 "
@@ -304,15 +291,15 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_cli.positive_int, default=None,
                    help="global batch size, split over torchrun processes (default: family)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="sgd or adam (default: family)")
-    p.add_argument("--lr", type=_float_in(0.0, 10.0, lo_open=True), default=None, help="learning rate (default: family)")
-    p.add_argument("--momentum", type=_float_in(0.0, 0.999), default=None, help="SGD momentum (default: family)")
-    p.add_argument("--lr-decay", type=_float_in(0.0, 1.0), default=None,
+    p.add_argument("--lr", type=_cli.float_in(0.0, 10.0, lo_open=True), default=None, help="learning rate (default: family)")
+    p.add_argument("--momentum", type=_cli.float_in(0.0, 0.999), default=None, help="SGD momentum (default: family)")
+    p.add_argument("--lr-decay", type=_cli.float_in(0.0, 1.0), default=None,
                    help="inverse decay per step: lr_k = lr / (1 + decay * k) (default: family; 1e-5 for node)")
-    p.add_argument("--weight-decay", type=_float_in(0.0, 1.0), default=0.0, help="L2 weight decay (default: 0)")
-    p.add_argument("--rtol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+    p.add_argument("--weight-decay", type=_cli.float_in(0.0, 1.0), default=0.0, help="L2 weight decay (default: 0)")
+    p.add_argument("--rtol", type=_cli.float_in(0.0, 1.0, lo_open=True), default=None,
                    help="solver relative tolerance (default: model's; node 1e-5, 1.4e-8 with --preset authors "
                         "(the authors'); DEQ: relative residual)")
-    p.add_argument("--atol", type=_float_in(0.0, 1.0, lo_open=True), default=None,
+    p.add_argument("--atol", type=_cli.float_in(0.0, 1.0, lo_open=True), default=None,
                    help="solver absolute tolerance (default: model's; node 1e-5, 1.4e-8 with --preset authors)")
     p.add_argument("--controller", default=None, choices=("i", "pi"),
                    help="node family: step-size controller, i (torchdiffeq's) or pi (OrdinaryDiffEq's) "
@@ -346,15 +333,21 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help="test on the first N images of a fixed shuffled order; 0 = all (default: family)")
     p.add_argument("--eval-batch-size", type=_cli.positive_int, default=None,
                    help="test batch size (default: 1000; 512 with --preset authors)")
-    p.add_argument("--seed", type=_cli.nonneg_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=_cli.seed, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", type=_cli.device, default="cpu",
+                   help="a torch device: cpu, cuda, cuda:N or mps; under torchrun cuda gives each process GPU "
+                        "LOCAL_RANK (default: cpu)")
     p.add_argument("--data-dir", default=None,
                    help=f"folder holding MNIST/raw (default: ${_data.ENV_VAR}, else ./data)")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir if missing (needs internet)")
     p.add_argument("--out", default="runs/mnist", help="folder for the result JSON (default: runs/mnist)")
     p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
-    p.add_argument("--run-name", default=None, help="file stem of the JSON and checkpoint (default: <model>_seed<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
+    p.add_argument("--run-name", type=_cli.run_name, default=None,
+                   help="file stem of the JSON and checkpoint (default: <model>_seed<seed>)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace a run of the same name in --out, finished or not (default: refuse to)")
     p.add_argument("--stop-after-epoch", type=_cli.positive_int, default=None,
                    help="stop after this epoch with a checkpoint, as if interrupted; continue with --resume (default: off)")
     p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
@@ -362,6 +355,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar (default: only on a terminal, not under CI)")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+    _cli.add_debug(p)
     return p
 
 
@@ -410,7 +404,8 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
         solver=args.solver, jacobian_reg=args.jacobian_reg, steady_state_test=steady_state_test, reg_weights=tuple(args.reg_weight),
         eval_batch_size=eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
         download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
-        resume=args.resume, stop_after_epoch=args.stop_after_epoch, threads=args.threads, progress=args.progress,
+        resume=args.resume, overwrite=args.overwrite, stop_after_epoch=args.stop_after_epoch, threads=args.threads,
+        progress=args.progress,
     )
 
 
@@ -451,7 +446,10 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
     ctx = _distributed.setup(config.device)
     try:
         if config.batch_size % ctx.world_size:
-            raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
+            raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
+        # before the data loads: a run in the way or an unwritable --out is refused at once
+        _trainer.prepare_run(_trainer.run_paths(config.out, config.name, config.checkpoint_dir), resume=config.resume,
+                             overwrite=config.overwrite, ctx=ctx)
         if config.download and ctx.distributed:  # one process downloads, the others wait for it
             if ctx.is_main:
                 _data.load("mnist", config.data_dir, train=True, download=True)
@@ -485,8 +483,8 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
                                  paper=paper,
                                  notes=(f"not {_whose(config)} schedule: " + ", ".join(diff)) if (
                                      diff := schedule_differences(config, family)) else ""),
-            config=config, resume=config.resume, resume_ignore=RESUME_IGNORES, checkpoint_dir=config.checkpoint_dir,
-            log=lambda m: print(m, flush=True),
+            config=config, resume=config.resume, overwrite=config.overwrite, resume_ignore=RESUME_IGNORES,
+            checkpoint_dir=config.checkpoint_dir, log=lambda m: print(m, flush=True),
             probes=family.probes(config, train) if family.probes is not None else None,
         )
         if ctx.is_main:
@@ -532,18 +530,20 @@ def _final_message(config: MNISTConfig, record: dict, train, test, family: Famil
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 training stopped on a solver failure or a non-finite loss (the record
+    says where), 2 a user error (options, data, output folder, checkpoint): one ``error:`` line."""
     registry = Registry.discover()
     config = parse_config(argv, registry)
-    try:
+
+    def body() -> int:
         run(config, registry=registry)
-    except _data.DataNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
-    except (SolverError, FloatingPointError) as e:
-        # a training outcome, not a bug: the record names the step and keeps the last finished epoch
-        print(f"error: {config.name} stopped: {e}; its record ({config.out}/{config.name}.json) keeps the last "
-              "finished epoch and the failure", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    # a training outcome, not a bug: the record names the step and keeps the last finished epoch
+    stopped = (lambda e: f"error: {config.name} stopped: {e}; its record ({config.out}/{config.name}.json) keeps "
+                         "the last finished epoch and the failure")
+    return _cli.guard(body, debug=_cli.wants_debug(argv), user_errors=_cli.data_errors(),
+                      failures=(SolverError, FloatingPointError), failure_message=stopped)
 
 
 if __name__ == "__main__":

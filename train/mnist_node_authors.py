@@ -66,7 +66,8 @@ from pathlib import Path
 
 import torch
 
-from train import _checkpoint, _data, _results, mnist
+from train import _checkpoint, _cli, _data, _results, mnist
+from train._errors import UserError
 
 MAIN_OUT = "results/mnist/authors"
 ABLATION_OUT = "results/mnist/authors_ablation"
@@ -185,7 +186,7 @@ def time_predictions(folder: Path, *, repeats: int, data_dir: str | None, checkp
     torch.set_num_threads(1)
     runs = _trained_models(folder, checkpoints)
     if not runs:
-        raise SystemExit(f"error: no complete runs with checkpoints under {_checkpoints(folder, checkpoints)}")
+        raise UserError(f"no complete runs with checkpoints under {str(_checkpoints(folder, checkpoints))!r}")
     cfg = runs[0][0]["config"]
     test = _test_set(cfg, data_dir, limit=cfg["limit_test"])
     bs = cfg["eval_batch_size"]
@@ -321,17 +322,18 @@ def table(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.mnist_node_authors", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.ArgumentParser(prog="python -m train.mnist_node_authors", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cli.add_debug(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the group's missing runs")
     r.add_argument("group", choices=tuple(RUNS))
-    r.add_argument("--stream", type=int, default=0, help="this process's share: runs stream, stream+streams, ...")
-    r.add_argument("--streams", type=int, default=1, help="number of processes sharing the group (default: 1)")
+    r.add_argument("--stream", type=_cli.nonneg_int, default=0, help="this process's share: runs stream, stream+streams, ...")
+    r.add_argument("--streams", type=_cli.positive_int, default=1, help="number of processes sharing the group (default: 1)")
     r.add_argument("--data-dir", default=None)
     t = sub.add_parser("time", help="time prediction of the folder's final models, interleaved")
     t.add_argument("folder")
-    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--repeats", type=_cli.positive_int, default=3)
     t.add_argument("--data-dir", default=None)
     tb = sub.add_parser("table", help="write <folder>/table.md from the records")
     tb.add_argument("folder")
@@ -342,9 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--out", default=ABLATION_OUT)
     sp.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
+    if args.cmd == "run" and not args.stream < args.streams:
+        p.error(f"--stream must be in [0, --streams), got {args.stream} of {args.streams}")
+    return _cli.guard(lambda: _command(args), debug=args.debug, user_errors=_cli.data_errors())
+
+
+def _command(args) -> int:
     if args.cmd == "run":
-        if not 0 <= args.stream < args.streams:
-            p.error(f"--stream must be in [0, --streams), got {args.stream} of {args.streams}")
         run_group(args.group, stream=args.stream, streams=args.streams, data_dir=args.data_dir)
     elif args.cmd == "time":
         print(f"wrote {time_predictions(Path(args.folder), repeats=args.repeats, data_dir=args.data_dir)}")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train import _results
+from train import _cli, _results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _cli.ArgumentParser(prog="python -m train.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="folder holding the run records (*.json), e.g. results/mnist")
     parser.add_argument("--title", default=None, help="heading of table.md (default: the folder's name)")
     parser.add_argument("--order", default=None,
