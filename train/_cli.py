@@ -26,6 +26,12 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but an error is a single stderr line (the usage block is left to
     ``--help``), so every script's errors read alike and a log shows one line per failure."""
 
+    # argparse takes "-1e-5" for an option (its pattern knows no exponent) and answers "expected one
+    # argument"; read as a number, it gets the option's own message instead
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-inf$|^-nan$", re.IGNORECASE)
+
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 

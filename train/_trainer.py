@@ -303,14 +303,23 @@ def run_paths(out_dir: str | os.PathLike, name: str, checkpoint_dir: str | os.Pa
 
 
 def _check_writable(folder: Path, option: str) -> None:
+    # a folder not there yet is made at the first write; until then the run (which may still stop
+    # on missing data) leaves nothing behind, so only its nearest existing parent is looked at
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{str(probe)!r} is a file")
+        if probe == folder:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        elif not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(f"{str(probe)!r} is not writable")
     except OSError as e:
         raise OutputFolderError(
-            f"cannot write to the {option} folder {str(folder)!r} ({e.strerror or type(e).__name__}); "
-            f"choose a writable {option}") from None
+            f"cannot write to the {option} folder {str(folder)!r} ({e.strerror or e}); choose a writable {option}"
+        ) from None
 
 
 def _read_record(path: Path) -> dict | None:
