@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,7 @@ from implicit.deq._backward import BackwardRecord, Backward, ImplicitBackward
 from implicit.deq._init import Initializer, ZeroInit
 from implicit.deq._jacobian import JacobianRegularizer
 from implicit.deq._newton_krylov import NewtonKrylov
-from implicit.deq._root import RootSolver
+from implicit.deq._root import DTYPES, RootSolver, check_bool
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,19 @@ class DEQ(nn.Module):
     Failure: samples that miss the tolerance are flagged in ``stats.converged`` and
     ``stats.outcome``; with ``throw=True`` that raises :class:`SolverError` with advice.
     NaN/Inf from f always raises SolverError (naming the iteration): there is no usable z*.
+    Samples whose iterates ran away (``Outcome.DIVERGED``, see the solvers' ``max_growth``)
+    are never counted converged.
+
+    Gradients of a failed solve: with ``throw=False`` the forward returns the failed z and its
+    stats, but backpropagating through it raises :class:`SolverError` at backward time, since
+    the implicit gradient assumes z* = f(z*, x) and the returned z is not one. Pass
+    ``differentiate_failed=True`` to backpropagate anyway (e.g. to keep training through
+    occasional solves that stop a little above tol).
+
+    f and x must be float32 or float64 (the solvers have no half-precision path), and f must
+    return z's dtype and device. Samples must not interact in f: a BatchNorm module of f in
+    training mode makes each z* depend on the rest of the batch, which the layer warns about
+    once (use eval mode or GroupNorm).
     """
 
     def __init__(
@@ -64,6 +78,7 @@ class DEQ(nn.Module):
         init: Initializer = ZeroInit(),
         jacobian_reg: JacobianRegularizer | None = None,
         throw: bool = False,
+        differentiate_failed: bool = False,
     ):
         super().__init__()
         if not isinstance(f, nn.Module):
@@ -80,25 +95,34 @@ class DEQ(nn.Module):
             raise TypeError(
                 f"DEQ: jacobian_reg must be None or JacobianRegularizer(...), got {type(jacobian_reg).__name__}"
             )
-        if not isinstance(throw, bool):
-            raise TypeError(f"DEQ: throw must be a bool, got {type(throw).__name__}")
+        check_bool("DEQ", "throw", throw)
+        check_bool("DEQ", "differentiate_failed", differentiate_failed)
         self.f = f
         self.solver = solver
         self.backward = backward
         self.init = init
         self.jacobian_reg = jacobian_reg
         self.throw = throw
+        self.differentiate_failed = differentiate_failed
+        self._warned_batchnorm = False
         # registered so the Skip network's parameters reach the optimizer and .to(device)
         self.init_net = init.module()
 
     def extra_repr(self) -> str:
-        return f"solver={self.solver}, backward={self.backward}, init={self.init}, jacobian_reg={self.jacobian_reg}"
+        return (f"solver={self.solver}, backward={self.backward}, init={self.init}, jacobian_reg={self.jacobian_reg}"
+                + (", differentiate_failed=True" if self.differentiate_failed else ""))
 
     def forward(self, x: Tensor, z_shape: tuple[int, ...] | None = None) -> tuple[Tensor, DEQStats]:
         if not isinstance(x, Tensor):
             raise TypeError(f"DEQ: x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1 or x.shape[0] == 0:
             raise ValueError(f"DEQ: x must have a non-empty batch dimension first, got shape {tuple(x.shape)}")
+        if x.is_floating_point() and x.dtype not in DTYPES:
+            raise TypeError(
+                f"DEQ: x must be float32 or float64, got {x.dtype} (the root solvers have no half-precision "
+                f"path); run the layer in float32: x.float() and f.float(), or autocast outside the DEQ"
+            )
+        self._warn_batchnorm()
         if z_shape is None:
             z_shape = tuple(x.shape[1:])
         elif not (isinstance(z_shape, (tuple, list)) and all(isinstance(s, int) and s > 0 for s in z_shape)):
@@ -115,9 +139,12 @@ class DEQ(nn.Module):
         nfe = st.nfe + start.nfe + att.extra_nfe
         if st.outcome is Outcome.NONFINITE:
             raise SolverError(f"DEQ forward solve stopped: {st.message}", st.outcome, st)
+        out = att.out
+        if not st.outcome.ok and not self.differentiate_failed and out.requires_grad:
+            out = _RefuseBackward.apply(out, st)
         skip_loss = None
         if start.anchor is not None:
-            skip_loss = (att.out - start.anchor).abs().mean()
+            skip_loss = (out - start.anchor).abs().mean()
         jac_loss = None
         if self.jacobian_reg is not None:
             train = torch.is_grad_enabled()
@@ -144,4 +171,41 @@ class DEQ(nn.Module):
         )
         if self.throw and not st.outcome.ok:
             raise SolverError(f"DEQ forward solve failed: {st.message}", st.outcome, stats)
-        return att.out, stats
+        return out, stats
+
+    def _warn_batchnorm(self) -> None:
+        if self._warned_batchnorm:
+            return
+        for name, m in self.f.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+                self._warned_batchnorm = True
+                where = f"f.{name}" if name else "f"
+                warnings.warn(
+                    f"DEQ: {where} ({type(m).__name__}) is in training mode: it normalises with the "
+                    f"statistics of the batch, so each sample's z* depends on the other samples (and its "
+                    f"running statistics change at every solver iteration); call {where}.eval() or use "
+                    f"GroupNorm/LayerNorm instead",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return
+
+
+class _RefuseBackward(torch.autograd.Function):
+    """Identity whose backward raises: the layer output of a failed solve, not opted in."""
+
+    @staticmethod
+    def forward(ctx, out, stats):
+        ctx.stats = stats
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        st = ctx.stats
+        raise SolverError(
+            f"DEQ backward refused: the forward solve did not succeed ({st.message}), so its z is not a "
+            f"fixed point and the implicit gradient would be wrong; fix the solve, or pass "
+            f"DEQ(..., differentiate_failed=True) to backpropagate through it anyway",
+            st.outcome,
+            st,
+        )
