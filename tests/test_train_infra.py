@@ -376,6 +376,47 @@ def test_two_process_ddp_equals_one_process_with_the_union_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4)
 
 
+_DDP_FAIL_SCRIPT = """
+import sys, torch
+sys.path[:0] = [{repo!r}, {tests!r}]
+torch.set_num_threads(1)
+from test_train_infra import FailsAt
+from train import _data, _distributed, _trainer
+train = _data.load("mnist", {data!r}, train=True, limit=640)
+test = _data.load("mnist", {data!r}, train=False, limit=300)
+ctx = _distributed.setup("cpu")
+torch.manual_seed(0)
+model = FailsAt(15 if ctx.rank == 1 else 10**9)
+_trainer.fit(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
+             train_data=train, test_data=test, loop=_trainer.LoopConfig(batch_size=32, epochs=3, progress=False),
+             weights={{}}, ctx=ctx, out_dir=sys.argv[1], run=_trainer.RunInfo(name="x", script="tests", model="x"),
+             config={{}}, log=lambda _m: None)
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_rank_under_torchrun_writes_the_failure_before_the_group_ends(tmp_path):
+    """Rank 1's solver fails in epoch 2 while rank 0 waits for it in DDP's gradient all-reduce:
+    the record names rank 1 and where it stopped, and its command is torchrun's."""
+    if not (DATA / "MNIST").is_dir():
+        pytest.skip(f"real MNIST not found beside the checkout in {DATA}")
+    script = tmp_path / "ddp_fail.py"
+    script.write_text(textwrap.dedent(_DDP_FAIL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), data=str(DATA))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+         str(tmp_path / "out")], env=env, timeout=300, capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    rec = json.loads((tmp_path / "out" / "x.json").read_text())
+    assert not rec["complete"] and [h["epoch"] for h in rec["history"]] == [1.0]
+    failure = rec["failure"]
+    assert (failure["rank"], failure["world_size"], failure["step"], failure["epoch"]) == (1, 2, 14, 1.4), failure
+    assert failure["error"].startswith("SolverError: forward solve stopped: NaN")
+    assert rec["environment"]["command"] == "torchrun --nproc-per-node 2 ddp_fail.py <out>"
+
+
 # --- results and report ---------------------------------------------------------------------
 
 

@@ -226,6 +226,9 @@ def test_two_processes_under_torchrun(tmp_path):
     assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 32
     assert rec["history"][0]["test_items"] == 100 and rec["history"][0]["regularizers"]["stiffness"] > 0
     assert proc.stdout.count("test accuracy") == 1  # only rank 0 prints
+    # the command that reproduces the run is torchrun's, and the record holds no path of this machine
+    assert rec["environment"]["command"].startswith("torchrun --nproc-per-node 2 -m train.mnist --data-dir <data>")
+    assert str(tmp_path) not in json.dumps(rec) and rec["config"]["out"] == f"<{tmp_path.name}>"
 
 
 # --- --preset authors (train.mnist_node_authors) -------------------------------------------------
