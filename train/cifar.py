@@ -22,7 +22,8 @@ the record next to the test accuracy and prediction seconds per batch. The CIFAR
 with the papers'.
 
 Each run writes <out>/<run-name>.json and <out>/checkpoints/<run-name>.pt after every round;
-``--resume`` continues an interrupted run exactly; ``python -m train.report <out>`` (or
+``--resume`` continues an interrupted run exactly, and a run of the same name already there is left
+alone without ``--resume`` or ``--overwrite``; ``python -m train.report <out>`` (or
 ``--report``) writes table.md and curves.png. Runs under ``torchrun --nproc_per_node=N -m
 train.cifar ...`` (--batch-size is the global batch).
 """

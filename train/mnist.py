@@ -9,7 +9,10 @@ the paper's full schedule for the chosen model's family.
 
 Each run writes <out>/<model>_seed<seed>.json (config, git commit, versions, hardware,
 per-epoch metrics) and <out>/checkpoints/<model>_seed<seed>.pt after every epoch;
-`--resume` continues an interrupted run exactly. `python -m train.report <out>` builds a table
+`--resume` continues an interrupted run exactly. A run of the same name already in <out>, finished
+or not, is left alone unless `--resume` or `--overwrite` says what to do with it. An error the user
+can fix (options, data, output folder, checkpoint) is one `error:` line and exit code 2 (`--debug`
+adds the traceback); a run stopped by its solver exits 1. `python -m train.report <out>` builds a table
 and plots from the JSONs. Runs under `torchrun --nproc_per_node=N -m train.mnist ...` too
 (--batch-size is the global batch, split over the processes).
 """
