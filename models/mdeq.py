@@ -441,7 +441,8 @@ def _build_deq(cell: MDEQCell, skip: nn.Module | None, config: CIFARModelConfig)
     else:
         init = ZeroInit()
     backward = ImplicitBackward(solver=GMRES(tol=config.backward_tol, max_iter=config.backward_max_iter))
-    return DEQ(cell, solver=solver, backward=backward, init=init)
+    # trained on a fixed iteration budget (MDEQ's threshold): solves that stop above tol still train
+    return DEQ(cell, solver=solver, backward=backward, init=init, differentiate_failed=True)
 
 
 def build_cifar_model(config: CIFARModelConfig) -> MDEQClassifier:

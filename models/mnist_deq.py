@@ -120,6 +120,8 @@ class MNISTFCDEQ(nn.Module):
             backward=make_backward(tol=config.tol),
             init=init,
             jacobian_reg=JacobianRegularizer() if config.jacobian_reg else None,
+            # trained on a fixed iteration budget: solves that stop above tol still train
+            differentiate_failed=True,
         )
 
     def forward(self, images: torch.Tensor) -> ZooOutput:
