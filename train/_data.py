@@ -56,7 +56,7 @@ class DataCorruptError(DataError, ValueError):
     holding the wrong format, shapes or labels."""
 
 
-# Every message ends with one of these, so the user is told what to do, not only what is wrong.
+# The fixes the messages end with: the user is told what to do, not only what is wrong.
 _FIX_MNIST = "delete it and rerun with --download, or copy it again from an intact copy of MNIST"
 _FIX_NPZ = (f"copy {CIFAR10_NPZ} again from an intact copy (the offline copy is {CIFAR10_NPZ_BYTES:,} bytes), "
             f"or rerun with --download to fetch torchvision's {CIFAR10_TORCHVISION_DIR}/ instead")
