@@ -11,13 +11,13 @@ __all__ = ["Outcome", "SolverError"]
 # --- neural ODEs (implicit/ode) ---
 from implicit.ode import (  # noqa: E402
     RK4, Adjoint, Backprop, Bosh3, ButcherTableau, Dopri5, Euler, KineticRegularizer, NeuralODE,
-    ODESolution, ODEStats, Steer, TaylorRegularizer, Tsit5, odeint, IController, PIController,
+    ODESolution, ODEStats, Steer, TaylorRegularizer, Tsit5, odeint, IController, PIController, VCAB3, VCABM3,
 )
 
 __all__ += [
     "RK4", "Adjoint", "Backprop", "Bosh3", "ButcherTableau", "Dopri5", "Euler", "KineticRegularizer",
     "NeuralODE", "ODESolution", "ODEStats", "Steer", "TaylorRegularizer", "Tsit5", "odeint", "IController",
-    "PIController",
+    "PIController", "VCAB3", "VCABM3",
 ]
 
 # --- deep equilibrium models (implicit/deq) ---

@@ -30,6 +30,7 @@ Design decisions a user should know:
   records and R_E, R_S are then None and regularizers are refused.
 """
 
+from implicit.ode._adams import VCAB3, VCABM3, AbstractAdamsSolver
 from implicit.ode._controller import AbstractController, IController, PIController
 from implicit.ode._integrate import REDUCTIONS, STEP_PATHS, ODESolution, ODEStats, odeint
 from implicit.ode._layer import AbstractGradient, Adjoint, Backprop, NeuralODE
@@ -50,5 +51,5 @@ __all__ = [
     "odeint", "ODESolution", "ODEStats", "NeuralODE", "AbstractGradient", "Backprop", "Adjoint",
     "AbstractRegularizer", "TaylorRegularizer", "KineticRegularizer", "Steer", "AbstractSolver",
     "AbstractAdaptiveSolver", "AbstractFixedSolver", "Tsit5", "Dopri5", "Bosh3", "Euler", "RK4",
-    "ButcherTableau", "AbstractController", "IController", "PIController", "REDUCTIONS", "STEP_PATHS",
+    "ButcherTableau", "VCAB3", "VCABM3", "AbstractAdamsSolver", "AbstractController", "IController", "PIController", "REDUCTIONS", "STEP_PATHS",
 ]

@@ -13,7 +13,23 @@ coefficients absorb.
 
 from __future__ import annotations
 
-from typing import Sequence
+import abc
+import dataclasses
+import math
+from typing import Sequence, final
+
+import torch
+from torch import Tensor
+
+from implicit._counting import count_backward
+from implicit._outcome import Outcome
+from implicit.ode import _tableau
+from implicit.ode._controller import PIController
+from implicit.ode._solver import AbstractSolver
+
+# NaN/Inf rejections tolerated before a solve is declared NONFINITE: the RK loop's rule
+_MAX_NONFINITE_RETRIES = 5
+_MAX_NONFINITE_TOTAL = 20
 
 
 def _poly_mul_linear(p: list[float], root: float) -> list[float]:
@@ -47,22 +63,14 @@ def quadrature_weights(nodes: Sequence[float], t_n: float, h: float) -> list[flo
 
 # -- solver objects ------------------------------------------------------------------------------
 
-import abc  # noqa: E402
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-from typing import final  # noqa: E402
+_START = dataclasses.replace(_tableau.BOSH3, name="bosh3 (Adams start)", stiffness_stages=None)
 
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
 
-from implicit._counting import count_backward  # noqa: E402
-from implicit._outcome import Outcome  # noqa: E402
-from implicit.ode import _tableau  # noqa: E402
-from implicit.ode._controller import PIController  # noqa: E402
+
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AbstractAdamsSolver(abc.ABC):
+class AbstractAdamsSolver(AbstractSolver):
     """A variable-step Adams method of order 3, started with Bogacki–Shampine 3(2) steps.
 
     Given to :func:`~implicit.ode.odeint` (and so to ``NeuralODE`` and ``SteadyState``) like a
@@ -84,19 +92,19 @@ class AbstractAdamsSolver(abc.ABC):
     order: int = dataclasses.field(default=3, init=False)
 
     @property
-    def start_tableau(self) -> _tableau.ButcherTableau:
-        return _tableau.BOSH3
+    def tableau(self) -> _tableau.ButcherTableau:
+        """The tableau of the starting steps; the Adams steps have no stiffness estimate, so neither
+        do these (the record's stiffness fields are None)."""
+        return _START
 
     def default_controller(self) -> PIController:
         return PIController(beta1=7 / 30, beta2=2 / 15)
 
     @abc.abstractmethod
     def attempt(self, core, t_n: float, y_n: Tensor, history, h: float, t1: float):
-        """One Adams attempt from (t_n, y_n) with slope ``history`` [(t, f), ...] (newest first).
-
-        Returns (y1, err, f1): f1 = f(t1, y1) when the step is accepted (evaluated by the caller
-        through ``finish_accepted``), the error estimate ``err``.
-        """
+        """One Adams attempt of (signed) size ``h`` from (t_n, y_n) to t1, with the slopes ``history``
+        [(t, f), ...] of the last accepted points, newest first. Returns (y1, err); the caller
+        evaluates f(t1, y1) once the step is accepted."""
 
 
 def _combine(base: Tensor, weights, fs) -> Tensor:
@@ -146,3 +154,134 @@ class VCABM3(AbstractAdamsSolver):
         y1 = _combine(y_n, w3, [f_p, f0, fm1])
         err = _combine(None, [w4[0] - w3[0], w4[1] - w3[1], w4[2] - w3[2], w4[3]], [f_p, f0, fm1, fm2])
         return y1, err
+
+
+# -- the multistep loop ----------------------------------------------------------------------------
+
+def run(core, solver: AbstractAdamsSolver, grid: Sequence[float] | None = None):
+    """Integrate with ``solver`` using ``core`` (the RK integrator's state for this solve: its f calls,
+    error norm, controller, initial step, record) for evaluations and the record.
+
+    ``grid`` (tests): step through exactly these times, accepting every step (no control), to
+    check the formulas on a given, possibly non-uniform, step sequence. With ``core.dt`` set, fixed
+    steps of that size are taken (landing on the output times).
+    """
+    ts, sign = core.ts, core.sign
+    t0, y0 = ts[0], core.y0
+    outs = [y0]
+    E_list, h_list = [], []
+    n_acc = n_rej = attempts = 0
+    outcome, message = Outcome.SUCCESSFUL, ""
+    want_E = core.record
+    controller, order = core.controller, solver.order
+    cstate = controller.init_state()
+    uncontrolled = grid is not None or core.dt is not None
+
+    k0 = core.call(t0, y0) if core.f0 is None else core.f0
+    if core.f0 is not None and core.grad and k0.requires_grad:
+        k0 = count_backward(k0, core.counter)  # one VJP of f in backward, as in the RK loop
+    if not bool(torch.isfinite(k0).all()):
+        return core.finish(outs, E_list, [], h_list, 0, 0, float(t0), Outcome.NONFINITE,
+                           f"f produced NaN/Inf at the initial time t={float(t0):.10g} (initial state)")
+    history = [(t0, k0)]  # (t, f) of accepted points, newest first; at most 3 are ever used
+    if grid is not None:
+        grid = list(grid)
+        if grid[0] != t0 or grid[-1] != ts[-1] or len(ts) != 2:
+            raise ValueError("grid must run from t[0] to t[-1] of a two-point t")
+        steps = iter(grid[1:])
+    elif core.dt is not None:
+        h = sign * core.dt
+        n_fixed, t_anchor = 0, t0
+    else:
+        h = sign * core.dt0 if core.dt0 is not None else sign * core.initial_step(t0, y0, k0)
+        h = core.limit(h)
+        core.h_first = h
+
+    i_out = 1
+    nonfinite_run = n_nonfinite = 0
+    while i_out < len(ts):
+        T = ts[i_out]
+        if attempts >= core.max_steps:
+            outcome = Outcome.MAX_STEPS_REACHED
+            message = (f"reached max_steps={core.max_steps} at t={t0:.10g} before t={ts[-1]:.10g} "
+                       f"({n_acc} accepted, {n_rej} rejected steps)")
+            break
+        if grid is not None:
+            t1 = next(steps)
+        elif core.dt is not None:
+            t1 = t_anchor + (n_fixed + 1) * h
+            if sign * (T - t1) <= 1e-10 * abs(h):
+                t1 = T
+        else:
+            if h == 0.0 or t0 + h == t0 or abs(h) < core.eps * abs(t0):
+                if n_nonfinite:
+                    outcome = Outcome.NONFINITE
+                    message = (f"f produced NaN/Inf in {n_nonfinite} attempted steps; the step size shrank to "
+                               f"h={h:.3g} at t={t0:.10g} without getting past it (step {attempts})")
+                else:
+                    outcome = Outcome.DT_UNDERFLOW
+                    message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
+                break
+            t1 = t0 + h
+            if sign * (t1 - T) > 0:
+                t1 = T
+        hh = t1 - t0
+        attempts += 1
+        starting = len(history) < 3
+        if starting:
+            y1, f1, err, _, _ = core.step(t0, y0, history[0][1], hh, t1)
+        else:
+            y1, err = solver.attempt(core, t0, y0, history, hh, t1)
+            f1 = None
+        if want_E:
+            E = core.error_ratio(err, y0, y1)
+            r = float(E.detach())
+        else:
+            with torch.no_grad():
+                r = float(core.error_ratio(err, y0, y1))
+        if uncontrolled:
+            accept = True
+        else:
+            if not math.isfinite(r):
+                n_rej += 1
+                nonfinite_run += 1
+                n_nonfinite += 1
+                if nonfinite_run >= _MAX_NONFINITE_RETRIES or n_nonfinite >= _MAX_NONFINITE_TOTAL:
+                    outcome = Outcome.NONFINITE
+                    message = (f"f produced NaN/Inf in the step from t={t0:.10g} (step {attempts}, h={hh:.3g}); "
+                               f"{n_nonfinite} such steps, {nonfinite_run} in a row")
+                    break
+                h = hh * controller.nonfinite_factor
+                continue
+            nonfinite_run = 0
+            accept = r <= 1.0
+            h, cstate = controller.propose(hh, r, accept, cstate, order)
+            h = core.limit(h)
+        if not accept:
+            n_rej += 1
+            continue
+        if f1 is None:
+            f1 = core.call(t1, y1)
+        n_acc += 1
+        h_list.append(abs(hh))
+        if want_E:
+            E_list.append(E)
+        history = [(t1, f1)] + history[:2]
+        t0, y0 = t1, y1
+        if core.dt is not None:
+            n_fixed += 1
+        if t1 == T:
+            outs.append(y1)
+            i_out += 1
+            if core.dt is not None:
+                t_anchor, n_fixed = T, 0
+        if core.stop is not None and bool(core.stop(core.time(t0, y0).detach(), y0, f1)):
+            if t1 != T:
+                outs.append(y0)
+            break
+
+    if uncontrolled and outcome is Outcome.SUCCESSFUL and not bool(torch.isfinite(outs[-1]).all()):
+        bad = next(i for i, y in enumerate(outs) if not bool(torch.isfinite(y).all()))
+        outcome = Outcome.NONFINITE
+        message = f"f produced NaN/Inf: the state at output time t={ts[bad]:.10g} (index {bad}) is not finite"
+    return core.finish(outs, E_list, [], h_list, n_acc, n_rej, float(t0), outcome, message)

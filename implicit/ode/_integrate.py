@@ -27,6 +27,8 @@ from implicit._counting import BackwardTally, count_backward
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._checks import check_bool, check_half_tolerance, check_max_steps, check_output
 from implicit.ode._checks import check_number as _check_number
+from implicit.ode import _adams
+from implicit.ode._adams import AbstractAdamsSolver
 from implicit.ode._controller import AbstractController, IController
 from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
 
@@ -297,15 +299,23 @@ def odeint(
         raise ValueError("dt0 (first adaptive step) and dt (fixed steps) exclude each other; give one")
     if dt is None:
         check_half_tolerance(y0.dtype, rtol)
+    adams = isinstance(solver, AbstractAdamsSolver)
     if controller is None:
-        controller = IController(**{k: getattr(solver, k) for k in ("safety", "ifactor", "dfactor")}) \
-            if isinstance(solver, AbstractAdaptiveSolver) else IController()
+        if adams:
+            controller = solver.default_controller()
+        elif isinstance(solver, AbstractAdaptiveSolver):
+            controller = IController(**{k: getattr(solver, k) for k in ("safety", "ifactor", "dfactor")})
+        else:
+            controller = IController()
     elif not isinstance(controller, AbstractController):
         raise TypeError(f"controller must be IController(...) or PIController(...), got {controller!r}")
     elif isinstance(solver, AbstractAdaptiveSolver) and (solver.safety, solver.ifactor, solver.dfactor) != (0.9, 10.0, 0.2):
         raise ValueError(f"controller knobs given twice: {solver!r} and controller={controller!r}; "
                          "put safety/ifactor/dfactor on the controller only")
     check_step_path(step_path)
+    if adams and step_path != "detached":
+        raise ValueError(f"step_path={step_path!r} is implemented for the Runge-Kutta solvers; {type(solver).__name__} "
+                         "runs with step_path='detached' (its step sequence held fixed)")
     if step_path != "detached" and dt is not None:
         raise ValueError(f"step_path={step_path!r} differentiates the step-size controller, but this solve takes fixed "
                          f"steps (dt={dt}); use an adaptive solver without dt, or step_path='detached'")
@@ -315,8 +325,9 @@ def odeint(
             else type(f0).__name__
         raise ValueError(f"f0 must be f(t[0], y0): a tensor of y0's shape, dtype and device "
                          f"{tuple(y0.shape)} {y0.dtype} on {y0.device}, got {got}")
-    return _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0,
-                       controller, step_path).run()
+    core = _Integrator(f, y0, ts, t, solver, rtol, atol, dt0, max_steps, dt, throw, stop, record, f0,
+                       controller, step_path)
+    return _adams.run(core, solver) if adams else core.run()
 
 
 class _Integrator:

@@ -17,7 +17,8 @@ from implicit.ode._checks import check_number, check_real
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AbstractSolver(abc.ABC):
-    """An explicit Runge-Kutta method, described by its tableau."""
+    """An ODE method. A Runge-Kutta method is described by its tableau; a multistep method
+    (:class:`~implicit.ode.VCAB3`, :class:`~implicit.ode.VCABM3`) names the tableau of its starting steps."""
 
     @property
     @abc.abstractmethod
