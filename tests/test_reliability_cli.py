@@ -283,18 +283,6 @@ def mnist_checkpoint_dir_is_a_file():
         one_line_error(rc, err, "--checkpoint-dir", "ckpt")
 
 
-@BATTERY.cli
-def mnist_unwritable_out_folder():
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
-    with tempfile.TemporaryDirectory() as d:
-        os.chmod(d, 0o500)
-        try:
-            one_line_error(*_mnist(*TINY, "--out", d)[::2], "--out", "choose a writable --out")
-        finally:
-            os.chmod(d, 0o700)
-
-
 # --- a run already in the folder ------------------------------------------------------------------
 
 
@@ -433,6 +421,36 @@ def stale_temporaries_of_the_run_are_removed_and_others_kept():
         assert not any(p.exists() for p in stale) and other.read_bytes() == b"partial"
         assert "removed 1 temporary file(s)" in stdout
         assert json.loads((out / f"{NAME}.json").read_text())["complete"]
+
+
+@BATTERY.correct
+def kill_9_mid_run_then_resume_gives_the_uninterrupted_model_bit_for_bit():
+    _needs_mnist()
+    import random
+    import signal
+
+    argv = [*TINY, "--limit-train", "256", "--epochs", "5"]
+    with tempfile.TemporaryDirectory() as d:
+        whole, killed = Path(d) / "whole", Path(d) / "killed"
+        rc, _, err = _mnist(*argv, "--out", str(whole))
+        assert rc == 0, err
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "train.mnist", *argv, "--out", str(killed)], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ckpt = killed / "checkpoints" / f"{NAME}.pt"
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.Random(0).uniform(0.0, 0.3))  # somewhere in a later epoch or its checkpoint write
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL, "the run finished before it could be killed"
+        assert not json.loads((killed / f"{NAME}.json").read_text())["complete"]
+        rc, _, err = _mnist(*argv, "--out", str(killed), "--resume")
+        assert rc == 0, err
+        a = torch.load(whole / "checkpoints" / f"{NAME}.pt", weights_only=False)["model"]
+        b = torch.load(ckpt, weights_only=False)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert not list(killed.rglob("*.tmp"))
 
 
 @BATTERY.error
