@@ -28,3 +28,13 @@ def test_ci_runs_the_readme_test_command():
     install = block[0].split(" && python -m")[0]
     for part in install.split(" && "):
         assert part.replace("pip install", "python -m pip install --quiet") in ci, part
+
+
+def test_readme_states_the_reliability_battery_counts():
+    import _battery
+
+    stated = _battery.readme_table(README)
+    assert stated, "the README's reliability section must hold the battery's count table"
+    assert stated == _battery.markdown(_battery.all_cases()), (
+        "the README's battery counts are stale: paste the output of `python tests/_battery.py`"
+    )
