@@ -37,6 +37,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+import implicit
+
 from train._checkpoint import atomic_write_bytes
 
 FORMAT = "implicit-run"
@@ -107,7 +109,7 @@ def environment(*, world_size: int = 1, device: str = "cpu") -> dict:
             "python": platform.python_version(),
             "torch": torch.__version__,
             **{m: _version(m) for m in ("torchvision", "numpy", "torchdiffeq", "torchsde", "scipy")},
-            "implicit": _version("implicit"),
+            "implicit": implicit.__version__,
         },
         "hardware": {
             "cpu": _cpu_model(),
