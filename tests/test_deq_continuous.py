@@ -5,7 +5,7 @@ import torch
 
 from implicit import Outcome, SolverError
 from implicit.deq import DEQ, GMRES, ImplicitBackward, NewtonKrylov, SteadyState
-from implicit.ode import Dopri5, RK4
+from implicit.ode import RK4, VCAB3, VCABM3, Dopri5, Tsit5
 
 from test_deq_layer import Conv, Dense
 from test_deq_solvers import linear_problem, two_speed_problem
@@ -137,3 +137,26 @@ def test_bad_steady_state_options_name_the_argument():
         SteadyState(ode_atol=0)
     with pytest.raises(ValueError, match="SteadyState: ode_rtol must be a positive finite number, got -1"):
         SteadyState(ode_rtol=-1)
+
+
+@pytest.mark.parametrize("integrator", [VCAB3(), VCABM3()], ids=["vcab3", "vcabm3"])
+def test_adams_steady_state_matches_the_linear_solve_and_newtons_fixed_point_and_gradient(integrator):
+    f, z_star = linear_problem()
+    sol = SteadyState(solver=integrator, rtol=1e-8, atol=1e-12, max_steps=20_000).solve(f, torch.zeros_like(z_star))
+    assert sol.stats.outcome is Outcome.SUCCESSFUL
+    torch.testing.assert_close(sol.z, z_star, rtol=0, atol=1e-7 * float(z_star.abs().max()) * 10)
+    cell, x = Dense(), torch.randn(3, 5, dtype=F64)
+    back = ImplicitBackward(solver=GMRES(tol=1e-12, abs_tol=0.0, max_iter=60))
+    steady = SteadyState(solver=integrator, rtol=1e-8, atol=1e-12, max_steps=20_000)
+    z_c, st_c = DEQ(cell, solver=steady, backward=back)(x, z_shape=(6,))
+    z_d, st_d = DEQ(cell, solver=NewtonKrylov(tol=1e-12, abs_tol=1e-14), backward=back)(x, z_shape=(6,))
+    assert st_c.outcome is Outcome.SUCCESSFUL and st_d.outcome is Outcome.SUCCESSFUL
+    torch.testing.assert_close(z_c, z_d, rtol=1e-6, atol=1e-7)
+    # backprop through the whole integration tends to the implicit gradient at the steady state
+    w = torch.randn_like(z_d)
+    params = list(cell.parameters())
+    g_ift = torch.autograd.grad((z_d * w).sum(), params)
+    z_bp = steady.solve(lambda z: cell(z, x), torch.zeros(3, 6, dtype=F64)).z
+    g_bp = torch.autograd.grad((z_bp * w).sum(), params)
+    for a, b in zip(g_bp, g_ift):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

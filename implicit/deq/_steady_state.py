@@ -12,12 +12,16 @@ from implicit.deq._root import (
     Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_growth, check_int,
     check_positive, check_start, finish,
 )
-from implicit.ode import AbstractAdaptiveSolver, Tsit5, odeint
+from implicit.ode import AbstractAdamsSolver, AbstractAdaptiveSolver, Tsit5, odeint
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SteadyState(RootSolver):
     """Integrates dz/dt = f(z, x) − z from z₀ with an adaptive ODE solver until it settles.
+
+    ``solver`` is the integrator object: an adaptive Runge–Kutta method (``Tsit5()``, the default;
+    6 f calls per step) or an adaptive Adams method (``VCAB3()``: 1 f call per accepted step;
+    ``VCABM3()``: 2), the continuous-DEQ papers' integrators.
 
     Stops after the first accepted step that passes the steady-state test ‖dz‖ ≤ rtol·‖dz + z‖
     or ‖dz‖ ≤ atol (dz + z = f(z), so this is the relative-residual test of the discrete
@@ -39,7 +43,7 @@ class SteadyState(RootSolver):
     times its start scale (see ``implicit.deq._root.Monitor``; None disables the guard).
     """
 
-    solver: AbstractAdaptiveSolver = Tsit5()
+    solver: AbstractAdaptiveSolver | AbstractAdamsSolver = Tsit5()
     rtol: float = 1e-4
     atol: float = 1e-6
     ode_rtol: float | None = None
@@ -50,8 +54,9 @@ class SteadyState(RootSolver):
     max_growth: float | None = 1e3
 
     def __post_init__(self):
-        if not isinstance(self.solver, AbstractAdaptiveSolver):
-            raise TypeError(f"SteadyState: solver must be an adaptive ODE solver such as Tsit5(), got {self.solver!r}")
+        if not isinstance(self.solver, (AbstractAdaptiveSolver, AbstractAdamsSolver)):
+            raise TypeError(f"SteadyState: solver must be an adaptive ODE solver such as Tsit5() or VCAB3(), "
+                            f"got {self.solver!r}")
         for name in ("rtol", "atol", "t_max", "ode_rtol", "ode_atol"):
             value = getattr(self, name)
             if not (value is None and name.startswith("ode_")):
