@@ -295,7 +295,8 @@ class MDEQHead(nn.Module):
 
 CIFAR_VARIANTS = ("deq", "skipdeq", "skipregdeq", "node")
 # "discrete" is limited-memory Broyden, the papers' discrete CIFAR solver (MDEQ, DEQ.jl);
-# "newton" is our Newton-Krylov, "continuous" the steady-state ODE solve (Tsit5).
+# "newton" is our Newton-Krylov, "continuous" the steady-state ODE solve (integrator: see
+# models.mnist_deq.INTEGRATORS; the papers' VCAB3 by default).
 CIFAR_SOLVERS = ("discrete", "newton", "continuous")
 # when a solve stops: "batch" when the batch's relative residual, one norm over the whole batch,
 # is below tol (the papers' codes: MDEQ's Broyden, DEQ.jl's solvers on the flattened batch);
@@ -318,6 +319,7 @@ class CIFARModelConfig:
     variant: str = "skipdeq"
     solver: str = "discrete"
     stopping_test: str = "batch"
+    integrator: str = "vcab3"
     tol: float = 0.05
     max_iter: int = 18
     newton_gmres_iter: int = 6
@@ -336,6 +338,10 @@ class CIFARModelConfig:
             raise ValueError(f"solver must be one of {CIFAR_SOLVERS}, got {self.solver!r}")
         if self.stopping_test not in STOPPING_TESTS:
             raise ValueError(f"stopping_test must be one of {STOPPING_TESTS}, got {self.stopping_test!r}")
+        from models.mnist_deq import INTEGRATORS
+
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
         if not (isinstance(self.pretrain_depth, int) and self.pretrain_depth >= 1):
             raise ValueError(f"pretrain_depth must be an int >= 1, got {self.pretrain_depth!r}")
         if not (self.tol > 0 and self.backward_tol > 0):
@@ -421,13 +427,13 @@ def _build_deq(cell: MDEQCell, skip: nn.Module | None, config: CIFARModelConfig)
     from implicit.deq import DEQ, GMRES, Broyden, ImplicitBackward, NewtonKrylov, SkipInit, SkipRegInit, ZeroInit
 
     if config.solver == "continuous":
-        from implicit.deq import SteadyState
+        from models.mnist_deq import continuous_solver
 
-        # the papers' test: reltol = abstol = tol (on the batch's relative residual by default); the
-        # integrator's atol is tol/10 because atol = tol lets Tsit5 stall at its stability limit
-        # near the steady state (measured on the MNIST FC DEQ, see models.mnist_deq.make_solver)
-        solver = SteadyState(rtol=config.tol, atol=config.tol, ode_rtol=config.tol, ode_atol=config.tol / 10,
-                             criterion=config.stopping_test, max_steps=config.max_iter)
+        # the papers' test: reltol = abstol = tol (on the batch's relative residual by default);
+        # Tsit5's atol is tol/10 because atol = tol lets it stall at its stability limit near the
+        # steady state (measured on the MNIST FC DEQ, see models.mnist_deq.make_solver)
+        solver = continuous_solver(config.integrator, tol=config.tol, atol=config.tol, max_iter=config.max_iter,
+                                   criterion=config.stopping_test, tsit5_ode_atol=config.tol / 10)
     elif config.solver == "newton":
         k = config.newton_gmres_iter
         solver = NewtonKrylov(tol=config.tol, max_iter=config.max_iter, gmres_max_iter=k, gmres_restart=k,

@@ -7,9 +7,9 @@ logits = W₃z* (128 -> 10). Variants differ only in how the solve starts:
 * ``skipdeq``    z₀ = g(x), g = Dense(128, 128, relu); auxiliary loss ‖f(z*, x) − g(x)‖₁
 * ``skipregdeq`` z₀ = f(0, x) (Skip DEQ V2, no extra network); auxiliary loss ‖f(z*, x) − f(0, x)‖₁
 
-each solved continuously (dz/dt = f(z, x) − z with Tsit5 until the relative residual is below
-``tol``: by default of the batch as one vector, the continuous-DEQ papers' test, with integrator
-rtol = tol and atol = tol/10; ``steady_state_test="per_sample"`` asks it of every sample) or
+each solved continuously (dz/dt = f(z, x) − z integrated by ``integrator``, by default the papers'
+VCAB3, until the relative residual is below ``tol``: by default of the batch as one vector, the
+continuous-DEQ papers' test; ``steady_state_test="per_sample"`` asks it of every sample) or
 discretely (Newton–Krylov, or Broyden), optionally with Jacobian regularization.
 The model reports the unweighted "skip" and "jacobian" losses; the training script weights them
 (paper: λ_skip = 0.01, λ_jac = 1.0; the authors' MNIST FC script: λ_skip = 5). The weight trades
@@ -34,6 +34,15 @@ __all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "bui
 
 VARIANTS = ("deq", "skipdeq", "skipregdeq")
 SOLVERS = ("continuous", "newton", "broyden")
+
+# The continuous solve's integrator. "vcab3" is the continuous-DEQ papers': DeepEquilibriumNetworks.jl,
+# branch ap/paper (tip d18c6103), experiments/src/config.jl: ode_solver = "vcab3" (also "vcabm3",
+# "tsit5"); its src/solve.jl hands only the termination tolerances to the steady-state callback, so
+# the integrator runs at OrdinaryDiffEq's default reltol 1e-3, abstol 1e-6 (read there, not run).
+# "tsit5" is this library's earlier setting (integrator rtol = tol, atol = tol/10; the records made
+# before the Adams integrators existed ran it).
+INTEGRATORS = ("vcab3", "vcabm3", "tsit5")
+PAPERS_ODE_TOLERANCES = {"ode_rtol": 1e-3, "ode_atol": 1e-6}
 STEADY_STATE_TESTS = ("batch", "per_sample")
 
 
@@ -60,6 +69,7 @@ class MNISTDEQConfig:
     tol: float = 0.005
     max_iter: int = 50
     steady_state_test: str = "batch"
+    integrator: str = "vcab3"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -70,6 +80,8 @@ class MNISTDEQConfig:
             raise ValueError(f"width must be a positive int, got {self.width!r}")
         if not self.tol > 0:
             raise ValueError(f"tol must be positive, got {self.tol!r}")
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
         if self.steady_state_test not in STEADY_STATE_TESTS:
             raise ValueError(f"steady_state_test must be one of {STEADY_STATE_TESTS}, got {self.steady_state_test!r}")
 
@@ -116,7 +128,7 @@ class MNISTFCDEQ(nn.Module):
         self.deq = DEQ(
             self.cell,
             solver=make_solver(config.solver, tol=config.tol, max_iter=config.max_iter,
-                               steady_state_test=config.steady_state_test),
+                               steady_state_test=config.steady_state_test, integrator=config.integrator),
             backward=make_backward(tol=config.tol),
             init=init,
             jacobian_reg=JacobianRegularizer() if config.jacobian_reg else None,
@@ -138,23 +150,37 @@ class MNISTFCDEQ(nn.Module):
         )
 
 
-def make_solver(name: str, *, tol: float, max_iter: int, steady_state_test: str = "batch"):
-    """Solver object for a command-line name: continuous (Tsit5 steady state), newton, broyden."""
+def continuous_solver(integrator: str, *, tol: float, atol: float, max_iter: int, criterion: str,
+                      tsit5_ode_atol: float):
+    """The steady-state solve dz/dt = f(z) − z, stopped by the relative-residual test at ``tol``
+    (``criterion`` "batch": the papers' test, one norm over the batch), with ``integrator``.
+    With "tsit5" the integrator's tolerances are this library's earlier ones, rtol = tol and
+    atol = ``tsit5_ode_atol``."""
+    from implicit.deq import SteadyState
+    from implicit.ode import VCAB3, VCABM3, Tsit5
+
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
+    if integrator == "tsit5":
+        return SteadyState(solver=Tsit5(), rtol=tol, atol=atol, criterion=criterion, max_steps=max_iter,
+                           ode_rtol=tol, ode_atol=tsit5_ode_atol)
+    adams = VCAB3() if integrator == "vcab3" else VCABM3()
+    return SteadyState(solver=adams, rtol=tol, atol=atol, criterion=criterion, max_steps=max_iter,
+                       **PAPERS_ODE_TOLERANCES)
+
+
+def make_solver(name: str, *, tol: float, max_iter: int, steady_state_test: str = "batch",
+                integrator: str = "vcab3"):
+    """Solver object for a command-line name: continuous (steady state with ``integrator``), newton, broyden."""
     from implicit.deq import Broyden, NewtonKrylov
 
     if name == "continuous":
-        from implicit.deq import SteadyState
-
-        if steady_state_test == "batch":
-            # the papers' continuous DEQ: Tsit5 at rtol = tol, stopped when the batch's relative
-            # residual ‖f(z) − z‖ / ‖f(z)‖ (one norm over the batch) is below tol; the absolute
-            # test (atol) is kept out of the way so the relative one decides. Integrator atol is
-            # tol/10, not the papers' tol: at atol = tol every solve of an untrained model stalls
-            # (Tsit5 steps at its stability limit, batch residual ~0.04 until max_steps: 304 NFE),
-            # while tol/10 converges in 64 NFE untrained and 70 on a trained model (tol/1000: 124).
-            return SteadyState(rtol=tol, atol=1e-6, ode_rtol=tol, ode_atol=tol / 10, criterion="batch",
-                               max_steps=max_iter)
-        return SteadyState(rtol=tol, atol=1e-6, max_steps=max_iter)
+        # the absolute test (atol 1e-6) is kept out of the way so the relative one decides. Tsit5's
+        # atol is tol/10, not tol, on the batch test: at atol = tol every solve of an untrained
+        # model stalls (Tsit5 steps at its stability limit, batch residual ~0.04 until max_steps:
+        # 304 NFE), while tol/10 converges in 64 NFE untrained and 70 on a trained model
+        return continuous_solver(integrator, tol=tol, atol=1e-6, max_iter=max_iter, criterion=steady_state_test,
+                                 tsit5_ode_atol=tol / 10 if steady_state_test == "batch" else 1e-6)
     if name == "newton":
         return NewtonKrylov(tol=tol, max_iter=max_iter)
     if name == "broyden":

@@ -127,17 +127,21 @@ def test_run_records_quote_the_paper_row_of_their_own_solver_and_regularization(
 
 def test_continuous_steady_state_tests():
     from implicit.deq import SteadyState
+    from implicit.ode import VCAB3, Tsit5
     from train import mnist
 
     torch.manual_seed(1)
     images = _images(n=8)
-    batch = BUILDERS["deq"](solver="continuous")
-    per_sample = BUILDERS["deq"](solver="continuous", steady_state_test="per_sample")
+    # the papers' integrator by default: VCAB3 at OrdinaryDiffEq's default tolerances
+    s = BUILDERS["deq"](solver="continuous").deq.solver
+    assert isinstance(s.solver, VCAB3) and (s.ode_rtol, s.ode_atol) == (1e-3, 1e-6) and s.rtol == 0.005
+    batch = BUILDERS["deq"](solver="continuous", integrator="tsit5")
+    per_sample = BUILDERS["deq"](solver="continuous", integrator="tsit5", steady_state_test="per_sample")
     per_sample.load_state_dict(batch.state_dict())
-    # the papers' test: one batch-wide relative residual; integrator rtol = tol, atol = tol / 10
+    # the papers' test: one batch-wide relative residual; Tsit5 at rtol = tol, atol = tol / 10
     s = batch.deq.solver
     assert isinstance(s, SteadyState) and s.criterion == "batch" and s.rtol == s.ode_rtol == 0.005
-    assert s.ode_atol == pytest.approx(0.0005)
+    assert s.ode_atol == pytest.approx(0.0005) and isinstance(s.solver, Tsit5)
     assert per_sample.deq.solver.criterion == "per_sample"
     with torch.no_grad():
         x = batch.embed(images.flatten(1))

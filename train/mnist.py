@@ -156,7 +156,8 @@ FAMILIES = (
                "limit_train": None, "limit_test": None},
         tolerance=_deq_tolerance,
         extra_options=lambda c: {"solver": c.solver, "jacobian_reg": c.jacobian_reg,
-                                 **({"steady_state_test": c.steady_state_test} if c.steady_state_test else {})},
+                                 **({"steady_state_test": c.steady_state_test} if c.steady_state_test else {}),
+                                 **({"integrator": c.integrator} if c.integrator else {})},
         description="fully connected DEQs (see models.mnist_deq)",
     ),
     Family(
@@ -229,6 +230,7 @@ class MNISTConfig:
     solver: str = "continuous"
     jacobian_reg: bool = False
     steady_state_test: str | None = None  # continuous DEQ only
+    integrator: str | None = None  # continuous DEQ only
     reg_weights: tuple[tuple[str, float], ...] = ()
     limit_train: int | None
     limit_test: int | None
@@ -327,6 +329,9 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--steady-state-test", default=None, choices=("batch", "per_sample"),
                    help="continuous DEQ only: stop when the batch's relative residual is below --rtol (the "
                         "papers' test, default) or when every sample's is")
+    p.add_argument("--integrator", default=None, choices=("vcab3", "vcabm3", "tsit5"),
+                   help="continuous DEQ only: the steady-state integrator (default: vcab3, the papers', at "
+                        "integrator rtol 1e-3, atol 1e-6; tsit5: the earlier records' Tsit5 at rtol = tol, atol = tol/10)")
     p.add_argument("--reg-weight", type=_reg_weight, action="append", default=[], metavar="NAME=VALUE",
                    help="override a regularizer weight by name with a constant, e.g. error=50 or stiffness=0.1 "
                         "(repeatable; default: the paper's weights for the model)")
@@ -389,12 +394,15 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
             values[key] = None
     if family.name != "deq" and (args.solver != "continuous" or args.jacobian_reg):
         parser.error(f"--solver and --jacobian-reg apply to DEQ models only, not --model {args.model}")
-    steady_state_test = None
+    steady_state_test = integrator = None
     if family.name == "deq" and args.solver == "continuous":
         steady_state_test = args.steady_state_test or "batch"
-    elif args.steady_state_test is not None:
-        parser.error("--steady-state-test applies to DEQ models with --solver continuous only, "
-                     f"not --model {args.model} --solver {args.solver}")
+        integrator = args.integrator or "vcab3"
+    else:
+        for flag, value in (("--steady-state-test", args.steady_state_test), ("--integrator", args.integrator)):
+            if value is not None:
+                parser.error(f"{flag} applies to DEQ models with --solver continuous only, "
+                             f"not --model {args.model} --solver {args.solver}")
     if values["optimizer"] == "adam" and args.momentum not in (None, 0.0):
         parser.error("--momentum applies to --optimizer sgd only")
     try:
@@ -404,7 +412,8 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
     return MNISTConfig(
         model=args.model, preset=args.preset, **values, weight_decay=args.weight_decay, rtol=rtol, atol=atol,
         **chosen, inputs=inputs,
-        solver=args.solver, jacobian_reg=args.jacobian_reg, steady_state_test=steady_state_test, reg_weights=tuple(args.reg_weight),
+        solver=args.solver, jacobian_reg=args.jacobian_reg, steady_state_test=steady_state_test, integrator=integrator,
+        reg_weights=tuple(args.reg_weight),
         eval_batch_size=eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
         download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
         resume=args.resume, overwrite=args.overwrite, stop_after_epoch=args.stop_after_epoch, threads=args.threads,
