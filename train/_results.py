@@ -255,6 +255,16 @@ def _fmt(value, spec: str) -> str:
     return spec.format(value)
 
 
+def _label(run: dict) -> str:
+    """The model, with the regularizer weights the run overrode and Jacobian regularization, so runs
+    of one model at several weights stay apart in the tables."""
+    config = run.get("config") or {}
+    extra = [f"λ_{name} {weight:g}" for name, weight in config.get("reg_weights") or ()]
+    if config.get("jacobian_reg"):
+        extra.append("JR")
+    return run.get("model", "?") + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _ordered(runs: list[dict], order: Iterable[str] | None) -> list[dict]:
     rank = {name: i for i, name in enumerate(order or ())}
     return sorted(runs, key=lambda r: (r.get("script", ""), rank.get(r.get("model"), len(rank)), r.get("model", ""), r.get("seed", 0)))
@@ -273,7 +283,7 @@ def markdown_table(runs: list[dict], *, order: Iterable[str] | None = None) -> s
         s = r.get("summary") or {}
         paper = r.get("paper") or {}
         base = _baseline_of(r, runs)
-        cells = [r.get("model", "?") + ("" if r.get("complete", True) else " (incomplete)"),
+        cells = [_label(r) + ("" if r.get("complete", True) else " (incomplete)"),
                  str(r.get("seed", "")), _fmt(s.get("epochs"), "{:g}")]
         for key, _, spec in COLUMNS:
             cell = _fmt(s.get(key), spec)
@@ -304,7 +314,7 @@ def median_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str
 
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in _ordered([r for r in runs if r.get("complete", True)], order):
-        groups.setdefault((r.get("script", ""), r.get("model", "?")), []).append(r)
+        groups.setdefault((r.get("script", ""), _label(r)), []).append(r)
     if not any(len(g) > 1 for g in groups.values()):
         return ""
 
@@ -316,7 +326,8 @@ def median_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str
     header = ["model", "runs (seeds)", *[h for _, h, _ in COLUMNS], *[h for _, h in RATIOS]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for (script, model), group in groups.items():
-        base = groups.get((script, group[0].get("baseline")))
+        base = next((g for (sc, _), g in groups.items() if sc == script and g[0].get("model") == group[0].get("baseline")
+                     and _jr(g[0]) == _jr(group[0]) and not (g[0].get("config") or {}).get("reg_weights")), None)
         cells = [model, f"{len(group)} ({', '.join(str(x.get('seed')) for x in group)})"]
         cells += [_fmt(med(group, key), spec) for key, _, spec in COLUMNS]
         for key, _ in RATIOS:
@@ -330,11 +341,16 @@ def _paper_of(run: dict | None) -> dict | None:
     return None if run is None else run.get("paper")
 
 
+def _jr(run: dict) -> bool:
+    return bool((run.get("config") or {}).get("jacobian_reg"))
+
+
 def _baseline_of(run: dict, runs: list[dict]) -> dict | None:
+    """The baseline model's run of the same script and seed, with Jacobian regularization as ``run``'s."""
     base = run.get("baseline")
     for other in runs:
         if (other.get("model") == base and other.get("script") == run.get("script")
-                and other.get("seed") == run.get("seed")):
+                and other.get("seed") == run.get("seed") and _jr(other) == _jr(run)):
             return other
     return None
 
