@@ -30,6 +30,8 @@ from implicit.ode import (
     NeuralODE,
     PIController,
     Steer,
+    VCAB3,
+    VCABM3,
     Tsit5,
     odeint,
 )
@@ -569,6 +571,49 @@ def nan_in_a_rejected_attempt_is_survived():
     sol = odeint(f, _z(), _t(), dt0=3.0, rtol=1e-8, atol=1e-10)
     assert sol.stats.outcome.ok and sol.stats.n_rejected >= 1
     torch.testing.assert_close(sol.ys[-1], _z() * math.exp(-1.0), rtol=1e-7, atol=1e-9)
+
+
+@BATTERY.error
+def adams_with_the_adjoint_is_refused():
+    raises(lambda: NeuralODE(Linear(), solver=VCAB3(), gradient=Adjoint()), ValueError, "no VCAB3", "Backprop")
+
+
+@BATTERY.error
+def adams_with_a_tracked_step_path_is_refused():
+    raises(lambda: odeint(Linear(), _z(), _t(), solver=VCABM3(), step_path="tracked"), ValueError,
+           "step_path='tracked'", "VCABM3", "detached")
+
+
+@BATTERY.failure
+def adams_max_steps_is_an_outcome():
+    for throw in (False, True):
+        call = lambda: odeint(Linear(-50.0), _z(), _t(), solver=VCAB3(), rtol=1e-10, atol=1e-12,  # noqa: E731
+                              max_steps=5, throw=throw)
+        if throw:
+            fails(raises(call, SolverError), Outcome.MAX_STEPS_REACHED, "max_steps=5")
+        else:
+            fails(call().stats, Outcome.MAX_STEPS_REACHED, "max_steps=5")
+
+
+@BATTERY.failure
+def adams_nan_from_f_is_nonfinite():
+    def f(t, y):
+        return torch.where(t < 0.5, -y, torch.full_like(y, math.nan))
+
+    for solver in (VCAB3(), VCABM3()):
+        fails(odeint(f, _z(), _t(), solver=solver, throw=False).stats, Outcome.NONFINITE, "NaN")
+
+
+@BATTERY.correct
+def adams_neural_ode_backward_through_the_solve():
+    for solver in (VCAB3(), VCABM3()):
+        f = Linear(-0.7)
+        zs, stats = NeuralODE(f, solver=solver, rtol=1e-9, atol=1e-12)(_z())
+        assert stats.outcome.ok and stats.stiffness_estimates is None
+        torch.testing.assert_close(zs[-1], _z() * math.exp(-0.7), rtol=1e-6, atol=0)
+        (g,) = torch.autograd.grad(zs[-1].sum(), [f.a])
+        # d/da of z0·e^{a} at a = −0.7, the discrete solve's gradient up to its tolerance
+        torch.testing.assert_close(g, (_z() * math.exp(-0.7)).sum(), rtol=1e-5, atol=0)
 
 
 test_battery = BATTERY.test()
