@@ -45,11 +45,9 @@ class _AutodiffLinearization(_Linearization):
 
     With y = f(z) recorded once, w(u) = (∂f/∂z)ᵀu is linear in u, so J v = ∂(w·v)/∂u. The graph
     of f is built once per Newton step and every product is one backward pass through the
-    (linear) VJP graph, while torch.func.jvp re-runs the primal f with every product. Measured
-    per product on this project's 2-core CPU (1 thread, batch 32): FC block (z ∈ ℝ¹²⁸,
-    x ∈ ℝ⁷⁸⁴) 0.07 ms vs 0.96 ms for torch.func.jvp (batch 512: 0.46 vs 4.7 ms); 24×32×32
-    conv + GroupNorm block 55 ms vs 68 ms. Both agree to rounding. (torch.func.linearize gives
-    42 ms per product on the conv block but costs over 1 s to trace at every Newton step.)
+    (linear) VJP graph, while torch.func.jvp re-runs the primal f with every product, and
+    torch.func.linearize traces f anew at every Newton step. Both agree to rounding; their costs
+    were measured once, ``results/bench/jvp_products.md``.
     """
 
     def __init__(self, ev: Evaluator, z: Tensor):
@@ -128,10 +126,9 @@ class NewtonKrylov(RootSolver):
     where GroupNorm's Jacobian is singular) one f call there gains about as much as several
     JVPs in a Newton step. They count in ``n_iter`` and the residual history.
 
-    Defaults (``jvp="finite_difference"``, ``fixed_point_steps=8``) are the setting that was at
-    most 0.93× torchdeq 0.1.0's Broyden and Anderson time, forward and per training step, on all
-    FC and conv cases of ``results/bench/deq.md``; exact JVPs without warm-up reached 4.6×
-    there. For Newton's own quadratic tail at tight float64 tolerances, pass
+    Defaults (``jvp="finite_difference"``, ``fixed_point_steps=8``) are the fastest setting of
+    the solver benchmark against torchdeq (``results/bench/deq.md``, which says by how much).
+    For Newton's own quadratic tail at tight float64 tolerances, pass
     ``jvp="autodiff", fixed_point_steps=0``.
 
     ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
