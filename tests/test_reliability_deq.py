@@ -490,19 +490,21 @@ def deq_value_and_gradient_match_the_dense_implicit_function():
 
 
 @BATTERY.correct
-def differentiate_failed_opt_in_gives_the_unrolled_gradient():
-    # 3 unrolled steps from 0 of z ← A z + x give z₃ = (I + A + A²) x, whose gradient is exact
+def unrolled_backward_of_a_short_solve_is_the_exact_gradient_of_its_iterations():
+    # 3 unrolled steps from 0 of z ← A z + x give z₃ = (I + A + A²) x, whose gradient is exact, so
+    # Unrolled() needs no opt-in (it does not assume a fixed point); with it the result is the same
     A, b, _ = contraction(2, 4, 0.9, seed=10)
-    x = b.clone().requires_grad_(True)
-    layer = DEQ(Cell(affine(A)), solver=FixedPoint(tol=1e-12, max_iter=3), backward=Unrolled(),
-                differentiate_failed=True)
-    z, st = layer(x)
-    assert st.outcome is Outcome.NOT_CONVERGED
-    z.sum().backward()
     At = A.transpose(1, 2)
     one = torch.ones(2, 4, 1, dtype=F64)
     expected = (one + At @ one + At @ (At @ one)).squeeze(-1)
-    torch.testing.assert_close(x.grad, expected, rtol=1e-10, atol=1e-10)
+    for opt_in in (False, True):
+        x = b.clone().requires_grad_(True)
+        layer = DEQ(Cell(affine(A)), solver=FixedPoint(tol=1e-12, max_iter=3), backward=Unrolled(),
+                    differentiate_failed=opt_in)
+        z, st = layer(x)
+        assert st.outcome is Outcome.NOT_CONVERGED
+        z.sum().backward()
+        torch.testing.assert_close(x.grad, expected, rtol=1e-10, atol=1e-10)
 
 
 @BATTERY.correct

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -117,7 +117,13 @@ class Attached:
 
 
 class Backward(abc.ABC):
-    """Runs the forward solve and wires the layer output's gradient."""
+    """Runs the forward solve and wires the layer output's gradient.
+
+    ``assumes_fixed_point``: the gradient is derived from z* = f(z*, x), so it is wrong for a solve
+    that did not converge (the DEQ layer then refuses to backpropagate unless told otherwise).
+    """
+
+    assumes_fixed_point: ClassVar[bool] = True
 
     @abc.abstractmethod
     def run(self, solver: RootSolver, f: Fn, z0: Tensor, record: BackwardRecord) -> Attached:
@@ -224,8 +230,11 @@ class PhantomGradient(Backward):
 class Unrolled(Backward):
     """Backpropagation through every forward iteration (memory grows with the iteration count).
 
-    Needs a solver whose loop is differentiable tensor algebra: ``FixedPoint``.
+    Needs a solver whose loop is differentiable tensor algebra: ``FixedPoint``. The gradient is
+    that of the iterations run, converged or not.
     """
+
+    assumes_fixed_point: ClassVar[bool] = False
 
     def run(self, solver, f, z0, record):
         if not isinstance(solver, FixedPoint):

@@ -59,9 +59,10 @@ class DEQ(nn.Module):
 
     Gradients of a failed solve: with ``throw=False`` the forward returns the failed z and its
     stats, but backpropagating through it raises :class:`SolverError` at backward time, since
-    the implicit gradient assumes z* = f(z*, x) and the returned z is not one. Pass
-    ``differentiate_failed=True`` to backpropagate anyway (e.g. to keep training through
-    occasional solves that stop a little above tol).
+    the implicit gradient (and its Jacobian-free and phantom approximations) assumes
+    z* = f(z*, x) and the returned z is not one. Pass ``differentiate_failed=True`` to
+    backpropagate anyway (e.g. to keep training through occasional solves that stop a little
+    above tol). ``Unrolled()`` is exempt: its gradient is exact for the iterations that ran.
 
     f and x must be float32 or float64 (the solvers have no half-precision path), and f must
     return z's dtype and device. Samples must not interact in f: a BatchNorm module of f in
@@ -140,7 +141,8 @@ class DEQ(nn.Module):
         if st.outcome is Outcome.NONFINITE:
             raise SolverError(f"DEQ forward solve stopped: {st.message}", st.outcome, st)
         out = att.out
-        if not st.outcome.ok and not self.differentiate_failed and out.requires_grad:
+        if not st.outcome.ok and self.backward.assumes_fixed_point and not self.differentiate_failed \
+                and out.requires_grad:
             out = _RefuseBackward.apply(out, st)
         skip_loss = None
         if start.anchor is not None:
