@@ -453,6 +453,28 @@ def kill_9_mid_run_then_resume_gives_the_uninterrupted_model_bit_for_bit():
         assert not list(killed.rglob("*.tmp"))
 
 
+@BATTERY.correct
+def a_checkpoint_older_than_a_config_field_still_resumes():
+    # checkpoints written before the integrator option carry no "integrator": their runs resume
+    with tempfile.TemporaryDirectory() as d:
+        out = _copy("partial", d)
+        ckpt = out / "checkpoints" / f"{NAME}.pt"
+        payload = torch.load(ckpt, weights_only=False)
+        del payload["config"]["integrator"]
+        torch.save(payload, ckpt)
+        rc, _, err = _mnist(*TINY, "--epochs", "2", "--out", str(out), "--resume")
+        assert rc == 0, err
+        assert json.loads((out / f"{NAME}.json").read_text())["complete"]
+
+
+@BATTERY.error
+def an_old_continuous_deq_checkpoint_means_tsit5():
+    saved = {"model": "deq", "solver": "continuous", "steady_state_test": "batch"}
+    _checkpoint.check_config(saved, {**saved, "integrator": "tsit5"}, added=mnist.RESUME_ADDED)
+    raises(lambda: _checkpoint.check_config(saved, {**saved, "integrator": "vcab3"}, added=mnist.RESUME_ADDED),
+           _checkpoint.ConfigMismatchError, "integrator: checkpoint 'tsit5' vs now 'vcab3'")
+
+
 @BATTERY.error
 def prepare_refuses_resume_and_overwrite_together():
     with tempfile.TemporaryDirectory() as d:

@@ -13,7 +13,7 @@ import glob
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -176,15 +176,21 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
     return payload
 
 
-def check_config(saved: Mapping, current: Mapping, *, ignore: Iterable[str] = (), path: str | os.PathLike = "") -> None:
+def check_config(saved: Mapping, current: Mapping, *, ignore: Iterable[str] = (),
+                 added: Mapping[str, Callable[[Mapping], Any]] | None = None, path: str | os.PathLike = "") -> None:
     """Raise :class:`ConfigMismatchError` naming every field that differs between the config
-    saved in a checkpoint and the current one (fields in ``ignore`` may differ)."""
+    saved in a checkpoint and the current one (fields in ``ignore`` may differ). ``added`` maps a
+    field introduced after older checkpoints were written to what its absence meant, given the
+    saved config, so those checkpoints still resume when the run asks for the old behaviour."""
     ignore = set(ignore)
+    added = added or {}
     keys = (set(saved) | set(current)) - ignore
     missing = object()
     diffs = []
     for k in sorted(keys):
         a, b = saved.get(k, missing), current.get(k, missing)
+        if a is missing and k in added:
+            a = added[k](saved)
         if a != b:
             fmt = lambda v: "<absent>" if v is missing else repr(v)  # noqa: E731
             diffs.append(f"{k}: checkpoint {fmt(a)} vs now {fmt(b)}")

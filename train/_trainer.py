@@ -484,6 +484,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     resume_ignore: Iterable[str] = (),
+    resume_added: Mapping[str, Callable[[Mapping], Any]] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
     probes: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
@@ -493,7 +494,8 @@ def fit(
 
     ``scheduler`` (may be None) is stepped once per optimizer step. ``config`` is the script's
     config dataclass; it is stored in checkpoints and the record, and on ``resume`` must equal
-    the checkpoint's except for fields named in ``resume_ignore``; resuming a run that finished
+    the checkpoint's except for fields named in ``resume_ignore`` (and fields newer than the
+    checkpoint, which ``resume_added`` maps to what their absence meant); resuming a run that finished
     returns its record untouched. Without ``resume`` or ``overwrite`` a run of the same name in
     the way is refused (see :func:`prepare_run`). ``probes(model)``, if given, runs
     after each round's evaluation (model in eval mode, no grad) and its numbers go into the row's
@@ -522,7 +524,8 @@ def fit(
     train_time = 0.0
     if resume:
         payload = _checkpoint.load_checkpoint(ckpt_path, map_location=ctx.device)
-        _checkpoint.check_config(payload["config"], compared, ignore=resume_ignore, path=ckpt_path)
+        _checkpoint.check_config(payload["config"], compared, ignore=resume_ignore, added=resume_added,
+                                 path=ckpt_path)
         if payload["step"] >= total:
             stored = _distributed.broadcast_object(_read_record(json_path) if ctx.is_main else None, ctx)
             if stored and stored.get("complete"):

@@ -88,7 +88,7 @@ class CIFARConfig:
     model: str = "skipdeq"
     solver: str = "discrete"
     stopping_test: str = "batch"
-    integrator: str = "vcab3"  # continuous solve only
+    integrator: str | None = "vcab3"  # continuous solve only (None otherwise)
     preset: str = "cpu"
     steps: int
     pretrain_steps: int
@@ -145,7 +145,8 @@ class CIFARConfig:
         import dataclasses
 
         return CIFARModelConfig(
-            variant=self.model, solver=self.solver, stopping_test=self.stopping_test, integrator=self.integrator,
+            variant=self.model, solver=self.solver, stopping_test=self.stopping_test,
+            integrator=self.integrator or "vcab3",
             tol=self.tol,
             max_iter=self.max_iter,
             backward_tol=self.tol, backward_max_iter=self.backward_max_iter, pretrain_depth=self.pretrain_depth,
@@ -157,6 +158,9 @@ class CIFARConfig:
 # fields that may differ between an interrupted run and its --resume
 RESUME_IGNORES = ("resume", "overwrite", "stop_after_round", "threads", "progress", "data_dir", "download", "out",
                   "checkpoint_dir", "report")
+# config fields newer than some checkpoints, and what their absence meant (continuous solves ran Tsit5)
+RESUME_ADDED = {"integrator": lambda saved: "tsit5" if saved.get("solver") == "continuous"
+                and saved.get("model") != "node" else None}
 
 
 class PretrainThenSolve(nn.Module):
@@ -291,7 +295,8 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
     if args.width % 8:
         parser.error(f"--width must be a multiple of 8 (GroupNorm with 8 groups), got {args.width}")
     return CIFARConfig(
-        model=args.model, solver=args.solver, stopping_test=args.stopping_test, integrator=args.integrator,
+        model=args.model, solver=args.solver, stopping_test=args.stopping_test,
+        integrator=args.integrator if args.solver == "continuous" and args.model != "node" else None,
         preset=args.preset, **values,
         lr=args.lr, lr_min=args.lr_min,
         weight_decay=args.weight_decay, lambda_skip=args.lambda_skip, tol=args.tol,
@@ -416,6 +421,7 @@ def run(config: CIFARConfig) -> dict:
             run=_trainer.RunInfo(name=config.name, script=SCRIPT, model=config.model, baseline=BASELINE,
                                  paper=paper, notes=notes),
             config=config, resume=config.resume, overwrite=config.overwrite, resume_ignore=RESUME_IGNORES,
+            resume_added=RESUME_ADDED,
             checkpoint_dir=config.checkpoint_dir, log=lambda m: print(m, flush=True),
         )
         # a finished run resumed comes back as it was recorded, timing included

@@ -262,6 +262,9 @@ class MNISTConfig:
 # fields that may differ between an interrupted run and its --resume
 RESUME_IGNORES = ("resume", "overwrite", "stop_after_epoch", "threads", "progress", "data_dir", "download", "out",
                   "checkpoint_dir")
+# config fields newer than some checkpoints, and what their absence meant: before the Adams
+# integrators a continuous DEQ (the only runs with a steady-state test) integrated with Tsit5
+RESUME_ADDED = {"integrator": lambda saved: "tsit5" if saved.get("steady_state_test") else None}
 PRESETS = ("small", "paper", "authors")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -498,6 +501,7 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
                                  notes=(f"not {_whose(config)} schedule: " + ", ".join(diff)) if (
                                      diff := schedule_differences(config, family)) else ""),
             config=config, resume=config.resume, overwrite=config.overwrite, resume_ignore=RESUME_IGNORES,
+            resume_added=RESUME_ADDED,
             checkpoint_dir=config.checkpoint_dir, log=lambda m: print(m, flush=True),
             probes=family.probes(config, train) if family.probes is not None else None,
         )
