@@ -98,6 +98,13 @@ def _files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+def _dead_pid() -> int:
+    """The process id of a process that has ended (what a killed writer leaves in a temp name)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def _no_gpu_device() -> str:
     """A CUDA device this machine lacks."""
     return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
@@ -412,13 +419,15 @@ def stale_temporaries_of_the_run_are_removed_and_others_kept():
     with tempfile.TemporaryDirectory() as d:
         out = _copy("partial", d)
         # what kill -9 during an atomic write leaves: the partly written file under a hidden name
-        stale = [out / f".{NAME}.json.4242.tmp", out / "checkpoints" / f".{NAME}.pt.4243.tmp"]
-        other = out / ".ernode_seed0.json.4244.tmp"  # another run's write, possibly in flight
-        for p in (*stale, other):
+        gone = _dead_pid()
+        stale = [out / f".{NAME}.json.{gone}.tmp", out / "checkpoints" / f".{NAME}.pt.{gone}.tmp"]
+        other = out / f".ernode_seed0.json.{gone}.tmp"  # another run's write, possibly in flight
+        live = out / f".{NAME}.json.{os.getppid()}.tmp"  # this run's name, but its writer still runs
+        for p in (*stale, other, live):
             p.write_bytes(b"partial")
         rc, stdout, err = _mnist(*TINY, "--epochs", "2", "--out", str(out), "--resume")
         assert rc == 0, err
-        assert not any(p.exists() for p in stale) and other.read_bytes() == b"partial"
+        assert not any(p.exists() for p in stale) and other.read_bytes() == live.read_bytes() == b"partial"
         assert "removed 1 temporary file(s)" in stdout
         assert json.loads((out / f"{NAME}.json").read_text())["complete"]
 
@@ -473,6 +482,17 @@ def an_old_continuous_deq_checkpoint_means_tsit5():
     _checkpoint.check_config(saved, {**saved, "integrator": "tsit5"}, added=mnist.RESUME_ADDED)
     raises(lambda: _checkpoint.check_config(saved, {**saved, "integrator": "vcab3"}, added=mnist.RESUME_ADDED),
            _checkpoint.ConfigMismatchError, "integrator: checkpoint 'tsit5' vs now 'vcab3'")
+
+
+@BATTERY.cli
+def overwrite_that_fails_to_start_keeps_the_finished_run():
+    with tempfile.TemporaryDirectory() as d:
+        out = _copy("finished", d)
+        before = _files(out)
+        argv = [a if a != str(DATA) else f"{d}/no-data" for a in TINY]
+        rc, _, err = _mnist(*argv, "--epochs", "1", "--out", str(out), "--overwrite")
+        one_line_error(rc, err, "no-data")
+        assert _files(out) == before
 
 
 @BATTERY.error

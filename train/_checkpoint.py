@@ -76,14 +76,26 @@ def temporary_of(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries of ``path`` that killed writers left (any process id); return them.
-    Only ``path``'s own, so runs sharing a folder do not touch each other's writes in flight."""
+    """Delete the temporaries of ``path`` that killed writers left; return them. Only ``path``'s
+    own, so runs sharing a folder do not touch each other's writes in flight, and only those whose
+    writer (the process id in the name) no longer runs on this machine, so a second launch of the
+    same run cannot pull a file from under a live one."""
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         middle = tmp.name[len(path.name) + 2: -len(".tmp")]
-        if middle.isdigit() and tmp.is_file():
+        if middle.isdigit() and tmp.is_file() and _process_gone(int(middle)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

@@ -363,12 +363,14 @@ def _progress(record: dict) -> str:
 
 
 def prepare_run(paths: RunPaths, *, resume: bool = False, overwrite: bool = False,
-                ctx: DistContext | None = None) -> str | None:
+                ctx: DistContext | None = None, replace: bool = True) -> str | None:
     """Make sure a run may start at ``paths`` before it loads data or trains, and tidy up.
 
     The folders must be writable. Without ``resume`` or ``overwrite``, a record or checkpoint
     of the same name already there (finished or not) is refused with the options that go on
-    (:class:`RunInTheWayError`); ``resume`` needs the checkpoint; ``overwrite`` deletes both.
+    (:class:`RunInTheWayError`); ``resume`` needs the checkpoint; ``overwrite`` deletes both, or
+    with ``replace=False`` (the scripts' early check, before data and model are ready) leaves
+    them until the run is about to train, so a run that fails to start loses nothing.
     Temporaries that killed atomic writes of this run left behind are removed. Rank 0 looks;
     every rank raises the same error, so no rank trains on alone. Returns a note for the log
     (what was replaced or removed), or None. Calling it again is harmless."""
@@ -378,7 +380,7 @@ def prepare_run(paths: RunPaths, *, resume: bool = False, overwrite: bool = Fals
     outcome: tuple[BaseException | None, str | None] = (None, None)
     if ctx.is_main:
         try:
-            outcome = (None, _prepare(paths, resume=resume, overwrite=overwrite))
+            outcome = (None, _prepare(paths, resume=resume, overwrite=overwrite, replace=replace))
         except UserError as e:
             outcome = (e, None)
     error, note = _distributed.broadcast_object(outcome, ctx)
@@ -387,7 +389,7 @@ def prepare_run(paths: RunPaths, *, resume: bool = False, overwrite: bool = Fals
     return note
 
 
-def _prepare(paths: RunPaths, *, resume: bool, overwrite: bool) -> str | None:
+def _prepare(paths: RunPaths, *, resume: bool, overwrite: bool, replace: bool) -> str | None:
     _check_writable(paths.json.parent, "--out")
     _check_writable(paths.checkpoint.parent, paths.checkpoint_option)
     record = _read_record(paths.json)
@@ -401,7 +403,7 @@ def _prepare(paths: RunPaths, *, resume: bool, overwrite: bool) -> str | None:
                    else "run without --resume to start, or pass the --out (and --checkpoint-dir) of the interrupted run"))
     elif overwrite:
         for p in (paths.json, paths.checkpoint):
-            if p.is_file():
+            if p.is_file() and replace:
                 p.unlink()
                 notes.append(f"replaced {p}")
     else:

@@ -464,7 +464,7 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
             raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
         # before the data loads: a run in the way or an unwritable --out is refused at once
         note = _trainer.prepare_run(_trainer.run_paths(config.out, config.name, config.checkpoint_dir),
-                                    resume=config.resume, overwrite=config.overwrite, ctx=ctx)
+                                    resume=config.resume, overwrite=config.overwrite, ctx=ctx, replace=False)
         if note and ctx.is_main:
             print(note, flush=True)
         if config.download and ctx.distributed:  # one process downloads, the others wait for it
