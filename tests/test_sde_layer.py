@@ -203,3 +203,13 @@ def test_bad_strategies_and_options():
         _ok_layer(max_steps=0)
     with pytest.raises(TypeError, match="unexpected keyword argument 'rtol'"):
         _ok_layer(rtol=1e-3)
+
+
+def test_a_brownian_motion_built_on_cuda_matches_a_state_on_the_current_cuda_device():
+    # torchsde keeps device="cuda" as given; y0 on the current device is the same device
+    from implicit.sde._layer import _same_device
+
+    D = torch.device
+    assert _same_device(D("cuda"), D("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0))
+    assert not _same_device(D("cuda", 1), D("cuda", 0)) and not _same_device(D("cpu"), D("cuda", 0))
+    assert _same_device(D("cpu"), D("cpu"))

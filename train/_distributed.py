@@ -88,6 +88,9 @@ def setup(device: str = "cpu", *, timeout_s: float = 1800.0) -> DistContext:
     if dev.type == "mps":
         raise DeviceError("torchrun runs on cpu or cuda; --device mps is for a single process")
     if dev.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise DeviceError(f"torchrun started process LOCAL_RANK={local_rank} with --device cuda, but there are "
+                              f"{torch.cuda.device_count()} CUDA device(s): start at most that many processes per node")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:

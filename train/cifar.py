@@ -513,10 +513,14 @@ def _round_seconds(run: dict) -> float | None:
 
 
 def _solve_label(cfg: dict) -> str:
-    """The solver and its stopping test; records from before the option stopped discrete and
-    Newton solves per sample and continuous solves on the batch."""
+    """The solver, its integrator when continuous, and its stopping test; records from before the
+    options stopped discrete and Newton solves per sample and continuous solves on the batch, and
+    integrated continuous solves with Tsit5."""
     test = cfg.get("stopping_test") or ("batch" if cfg.get("solver") == "continuous" else "per_sample")
-    return f"{cfg.get('solver')} ({test.replace('_', '-')})"
+    solver = cfg.get("solver")
+    if solver == "continuous":
+        solver += f" {RESUME_ADDED['integrator'](cfg) if 'integrator' not in cfg else cfg['integrator']}"
+    return f"{solver} ({test.replace('_', '-')})"
 
 
 def table_markdown(runs: list[dict]) -> str:

@@ -152,6 +152,17 @@ def _brownian_span(bm) -> tuple[float, float] | None:
     return None
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Equal devices, where "cuda" without an index (torchsde keeps the string it was given)
+    means the current CUDA device."""
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return a.index is None or b.index is None or a.index == b.index
+
+
 def _check_brownian(bm, y0: torch.Tensor, ts: torch.Tensor, scheme: SDEScheme) -> None:
     if not isinstance(bm, torchsde.BaseBrownian):
         raise TypeError(f"bm must be a torchsde Brownian motion (e.g. BrownianInterval), got {type(bm).__name__}")
@@ -162,7 +173,7 @@ def _check_brownian(bm, y0: torch.Tensor, ts: torch.Tensor, scheme: SDEScheme) -
         )
     if bm.dtype != y0.dtype:
         raise TypeError(f"bm must have y0's dtype {y0.dtype}, got {bm.dtype}; build it with dtype={y0.dtype}")
-    if torch.device(bm.device) != y0.device:
+    if not _same_device(torch.device(bm.device), y0.device):
         raise ValueError(f"bm must be on y0's device {y0.device}, got {bm.device}; build it with device={y0.device}")
     span = _brownian_span(bm)
     t0, t1 = float(ts[0]), float(ts[-1])
