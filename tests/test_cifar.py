@@ -179,9 +179,9 @@ def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
     md, png = cifar.write_table(tmp_path)
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in md.read_text().splitlines()
             if line.startswith("| skipdeq") or line.startswith("| deq")}
-    # records from before the option: discrete solves stopped per sample, continuous on the batch
+    # records from before the options: discrete solves stopped per sample, continuous on the batch (Tsit5)
     disc = [c.strip() for c in rows[("skipdeq", "discrete (per-sample)")].split("|")]
-    cont = [c.strip() for c in rows[("skipdeq", "continuous (batch)")].split("|")]
+    cont = [c.strip() for c in rows[("skipdeq", "continuous tsit5 (batch)")].split("|")]
     batch = [c.strip() for c in rows[("skipdeq", "discrete (batch)")].split("|")]
     # after model, solver and the 11 value columns: train, train (last round), backward, predict, NFE ratios
     assert disc[14].startswith("2.00") and disc[17].startswith("4.00")
