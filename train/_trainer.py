@@ -708,12 +708,11 @@ def fit(
 def _record_failure(json_path: Path, record: dict, ctx: DistContext) -> None:
     """Write the record with its failure. Under torchrun any rank may fail; its peers wait for it in
     a collective until torchrun ends them, so the failing rank writes the record itself (it holds
-    the same record as rank 0). Rank 0 fails too when a peer's exit breaks its collective: then the
-    peer's record of the cause, written in this run, is kept."""
-    if ctx.distributed and ctx.is_main:
+    the same record as rank 0). A peer's exit then breaks the others' collectives, and they fail
+    too: the first failure written in this run is the cause and is kept."""
+    if ctx.distributed:
         on_disk = _read_record(json_path) or {}
-        cause = on_disk.get("failure")
-        if on_disk.get("started") == record["started"] and isinstance(cause, dict) and cause.get("rank", 0) != 0:
+        if on_disk.get("started") == record["started"] and isinstance(on_disk.get("failure"), dict):
             return
     if ctx.is_main or ctx.distributed:
         _results.write_json(json_path, record)
