@@ -187,3 +187,12 @@ def test_gradients_through_the_solve_match_finite_differences(solver):
         return _on_grid(solver, f, y0, [0.0, 0.1, 0.25, 0.3, 0.5, 0.8, 1.0]).ys[-1]
 
     assert torch.autograd.gradcheck(out, (w, y0))
+
+
+def test_a_step_ending_a_sliver_short_of_an_output_time_lands_on_it():
+    f = lambda t, y: -0.1 * y  # noqa: E731
+    y0 = torch.ones(1, 2, dtype=torch.float64)
+    sol = implicit.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), solver=implicit.VCAB3(),
+                          rtol=1e-1, atol=1e-3, dt0=1.0 - 1e-12)
+    assert sol.stats.outcome is implicit.Outcome.SUCCESSFUL
+    assert sol.stats.n_accepted == 1 and sol.stats.step_sizes.tolist() == [1.0]

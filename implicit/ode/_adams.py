@@ -223,7 +223,9 @@ def run(core, solver: AbstractAdamsSolver, grid: Sequence[float] | None = None):
                     message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
                 break
             t1 = t0 + h
-            if sign * (t1 - T) > 0:
+            # land on T when past it, or so close short of it that the step left would be a sliver:
+            # two nearly equal nodes would blow up the next steps' interpolation weights
+            if sign * (t1 - T) > 0 or abs(T - t1) <= 1e-6 * abs(h):
                 t1 = T
         hh = t1 - t0
         attempts += 1
