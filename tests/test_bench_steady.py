@@ -26,12 +26,12 @@ def test_quick_run_reports_each_integrator_with_its_own_calls_and_the_tests_it_p
         else:
             assert r["batch_residual"] > case["tol"]
     # the recorded NFE is that of an independent solve with the same settings
-    (cell, f, shape, tol), = _bench_steady._cells(cfg)
+    (cell, f, shape, tol, max_steps), = _bench_steady._cells(cfg)
     import torch
 
     r = next(r for r in rows if r["integrator"] == "vcab3" and r["ode_tolerances"] == "papers'")
     st = SteadyState(solver=_bench_steady.INTEGRATORS["vcab3"], rtol=tol, atol=1e-12, criterion="batch",
-                     max_steps=cfg.max_steps, ode_rtol=r["ode_rtol"], ode_atol=r["ode_atol"]).solve(
+                     max_steps=max_steps, ode_rtol=r["ode_rtol"], ode_atol=r["ode_atol"]).solve(
         f, torch.zeros(cfg.batch, *shape)).stats
     assert st.nfe == r["nfe"]
     _bench_steady.write(result, cfg.out)
