@@ -199,12 +199,11 @@ def run(core, solver: AbstractAdamsSolver, grid: Sequence[float] | None = None):
 
     i_out = 1
     nonfinite_run = n_nonfinite = 0
+    t_nonfinite = t0
     while i_out < len(ts):
         T = ts[i_out]
         if attempts >= core.max_steps:
-            outcome = Outcome.MAX_STEPS_REACHED
-            message = (f"reached max_steps={core.max_steps} at t={t0:.10g} before t={ts[-1]:.10g} "
-                       f"({n_acc} accepted, {n_rej} rejected steps)")
+            outcome, message = core.max_steps_failure(t0, n_acc, n_rej)
             break
         if grid is not None:
             t1 = next(steps)
@@ -213,14 +212,8 @@ def run(core, solver: AbstractAdamsSolver, grid: Sequence[float] | None = None):
             if sign * (T - t1) <= 1e-10 * abs(h):
                 t1 = T
         else:
-            if h == 0.0 or t0 + h == t0 or abs(h) < core.eps * abs(t0):
-                if n_nonfinite:
-                    outcome = Outcome.NONFINITE
-                    message = (f"f produced NaN/Inf in {n_nonfinite} attempted steps; the step size shrank to "
-                               f"h={h:.3g} at t={t0:.10g} without getting past it (step {attempts})")
-                else:
-                    outcome = Outcome.DT_UNDERFLOW
-                    message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
+            if core.step_underflows(h, t0):
+                outcome, message = core.underflow_failure(h, t0, attempts, n_nonfinite, t_nonfinite)
                 break
             t1 = t0 + h
             # land on T when past it, or so close short of it that the step left would be a sliver:
@@ -248,6 +241,7 @@ def run(core, solver: AbstractAdamsSolver, grid: Sequence[float] | None = None):
                 n_rej += 1
                 nonfinite_run += 1
                 n_nonfinite += 1
+                t_nonfinite = t0
                 if nonfinite_run >= _MAX_NONFINITE_RETRIES or n_nonfinite >= _MAX_NONFINITE_TOTAL:
                     outcome = Outcome.NONFINITE
                     message = (f"f produced NaN/Inf in the step from t={t0:.10g} (step {attempts}, h={hh:.3g}); "

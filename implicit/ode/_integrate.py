@@ -466,9 +466,7 @@ class _Integrator:
         while i_out < len(ts):
             T = T_of[i_out]
             if attempts >= self.max_steps:
-                outcome = Outcome.MAX_STEPS_REACHED
-                message = (f"reached max_steps={self.max_steps} at t={t0:.10g} before t={ts[-1]:.10g} "
-                           f"({n_acc} accepted, {n_rej} rejected steps)")
+                outcome, message = self.max_steps_failure(t0, n_acc, n_rej)
                 break
             if fixed:
                 t1 = t_anchor + (n_fixed + 1) * h
@@ -476,15 +474,8 @@ class _Integrator:
                     t1 = T
                 hh = t1 - t0
             else:
-                if bool(h == 0.0) or bool(t0 + h == t0) or bool(abs(h) < self.eps * abs(t0)):
-                    if n_nonfinite:  # the controller crept up to where f breaks: name the cause
-                        outcome = Outcome.NONFINITE
-                        message = (f"f produced NaN/Inf in {n_nonfinite} attempted steps, the last from "
-                                   f"t={t_nonfinite:.10g}; the step size shrank to h={h:.3g} at t={t0:.10g} "
-                                   f"without getting past it (step {attempts})")
-                    else:
-                        outcome = Outcome.DT_UNDERFLOW
-                        message = f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
+                if self.step_underflows(h, t0):
+                    outcome, message = self.underflow_failure(h, t0, attempts, n_nonfinite, t_nonfinite)
                     break
                 t1 = t0 + h
                 if bool(sign * (t1 - T) > 0):  # would pass the output time: clip to land on it
@@ -558,6 +549,21 @@ class _Integrator:
             outcome = Outcome.NONFINITE
             message = f"f produced NaN/Inf: the state at output time t={ts[bad]:.10g} (index {bad}) is not finite"
         return self.finish(outs, E_list, S_list, h_list, n_acc, n_rej, float(t0), outcome, message)
+
+    def max_steps_failure(self, t0, n_acc: int, n_rej: int) -> tuple[Outcome, str]:
+        return Outcome.MAX_STEPS_REACHED, (f"reached max_steps={self.max_steps} at t={t0:.10g} before "
+                                           f"t={self.ts[-1]:.10g} ({n_acc} accepted, {n_rej} rejected steps)")
+
+    def step_underflows(self, h, t0) -> bool:
+        """The step no longer advances t in float precision."""
+        return bool(h == 0.0) or bool(t0 + h == t0) or bool(abs(h) < self.eps * abs(t0))
+
+    def underflow_failure(self, h, t0, attempts: int, n_nonfinite: int, t_nonfinite) -> tuple[Outcome, str]:
+        if n_nonfinite:  # the controller crept up to where f breaks: name the cause
+            return Outcome.NONFINITE, (f"f produced NaN/Inf in {n_nonfinite} attempted steps, the last from "
+                                       f"t={t_nonfinite:.10g}; the step size shrank to h={h:.3g} at t={t0:.10g} "
+                                       f"without getting past it (step {attempts})")
+        return Outcome.DT_UNDERFLOW, f"step size h={h:.3g} underflowed at t={t0:.17g} (step {attempts})"
 
     def limit(self, h):
         """|h| at most the controller's maximum step (None: no bound)."""
