@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import time
@@ -25,8 +24,7 @@ import torchdiffeq
 from torch import nn
 
 from implicit.ode import Dopri5, Tsit5, odeint
-from train._checkpoint import atomic_write_bytes
-from train._results import environment, to_plain
+from train._results import environment, to_plain, write_json_and_summary
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -272,9 +270,7 @@ def render_markdown(result: dict) -> str:
 
 
 def write(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), render_markdown(result).encode())
+    write_json_and_summary(out, result, render_markdown(result))
 
 
 def parse(argv: list[str] | None) -> Config:

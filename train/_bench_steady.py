@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import time
@@ -27,8 +26,7 @@ from implicit.deq import SteadyState
 from implicit.ode import VCAB3, VCABM3, Tsit5
 from models.mnist_deq import PAPERS_ODE_TOLERANCES
 from train import _data
-from train._checkpoint import atomic_write_bytes
-from train._results import environment, portable_path, to_plain
+from train._results import environment, portable_path, to_plain, write_json_and_summary
 
 INTEGRATORS = {"tsit5": Tsit5(), "vcab3": VCAB3(), "vcabm3": VCABM3()}
 
@@ -170,9 +168,7 @@ def render_markdown(result: dict) -> str:
 
 
 def write(result: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
-    atomic_write_bytes(out.with_suffix(".md"), render_markdown(result).encode())
+    write_json_and_summary(out, result, render_markdown(result))
 
 
 def parse(argv: list[str] | None) -> Config:

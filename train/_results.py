@@ -223,6 +223,13 @@ def to_plain(obj: Any) -> Any:
     return repr(obj)
 
 
+def write_json_and_summary(out: Path, result: Mapping, markdown: str) -> None:
+    """A benchmark's JSON at ``out`` and its Markdown summary beside it (same stem, ``.md``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".md"), markdown.encode())
+
+
 def write_json(path: str | os.PathLike, record: Mapping) -> None:
     """Write ``record`` as indented JSON, atomically."""
     text = json.dumps(to_plain(record), indent=1, allow_nan=False) + "\n"
