@@ -1,0 +1,60 @@
+"""SRI tableaus (SRIW1, SOSRI, SOSRI2): order conditions on construction, strong order 1.5 on GBM."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torchsde
+
+from implicit.sde._sri import SOSRI2_TABLEAU, SOSRI_TABLEAU, SRIW1_TABLEAU, error_norm, order_conditions, sri_step
+
+TABLEAUS = [SRIW1_TABLEAU, SOSRI_TABLEAU, SOSRI2_TABLEAU]
+
+
+@pytest.mark.parametrize("tab", TABLEAUS, ids=lambda t: t.name)
+def test_published_tableaus_satisfy_every_order_condition(tab):
+    assert all(order_conditions(tab).values())
+
+
+def test_a_perturbed_coefficient_is_refused():
+    beta4 = list(SOSRI_TABLEAU.beta4)
+    beta4[3] += 1e-3
+    with pytest.raises(ValueError, match=r"SOSRI.*\[5, 9, 16, 20, 24\]"):
+        dataclasses.replace(SOSRI_TABLEAU, beta4=tuple(beta4))
+
+
+def _gbm_errors(tab, ns, paths=2000, mu=1.5, sigma=0.5):
+    y0 = torch.ones(paths, 1, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(paths, 1), dtype=torch.float64,
+                                   levy_area_approximation="space-time", entropy=7)
+    exact = y0 * torch.exp(torch.tensor(mu - sigma**2 / 2, dtype=torch.float64) + sigma * bm(0.0, 1.0))
+    errs = []
+    for n in ns:
+        y, h = y0, 1.0 / n
+        for k in range(n):
+            dW, U = bm(k * h, (k + 1) * h, return_U=True)
+            # torchsde's U is ∫(W_s − W_t) ds = h (ΔW/2 + H)
+            y, *_ = sri_step(tab, lambda t, y: mu * y, lambda t, y: sigma * y, k * h, h, y, dW, U / h - dW / 2)
+        errs.append(float((y - exact).abs().mean()))
+    return errs
+
+
+@pytest.mark.parametrize("tab", TABLEAUS, ids=lambda t: t.name)
+def test_strong_order_one_and_a_half_on_geometric_brownian_motion(tab):
+    ns = (8, 16, 32, 64)
+    errs = _gbm_errors(tab, ns)
+    slope = -(math.log(errs[-1]) - math.log(errs[0])) / (math.log(ns[-1]) - math.log(ns[0]))
+    assert 1.3 < slope < 1.7, (errs, slope)
+
+
+def test_natural_error_estimate_vanishes_for_pure_additive_noise_without_drift():
+    # g constant, f = 0: E1 = 0 and E2 = (Σβ3) chi2 g + (Σβ4) chi3 g = 0; the step is exactly y + ΔW
+    y0 = torch.zeros(5, 3, dtype=torch.float64)
+    dW = torch.randn(5, 3, dtype=torch.float64) * 0.1
+    H = torch.randn(5, 3, dtype=torch.float64) * 0.03
+    for tab in TABLEAUS:
+        y1, E1, E2, _ = sri_step(tab, lambda t, y: torch.zeros_like(y), lambda t, y: torch.ones_like(y),
+                                 0.0, 0.01, y0, dW, H)
+        torch.testing.assert_close(y1, y0 + dW)
+        assert float(error_norm(tab, E1, E2, y0, y1, 0.1, 0.1)) < 1e-12
