@@ -58,3 +58,39 @@ def test_natural_error_estimate_vanishes_for_pure_additive_noise_without_drift()
                                  0.0, 0.01, y0, dW, H)
         torch.testing.assert_close(y1, y0 + dW)
         assert float(error_norm(tab, E1, E2, y0, y1, 0.1, 0.1)) < 1e-12
+
+
+def _gbm_adaptive(tol, paths=500, mu=1.5, sigma=0.5):
+    from implicit.sde._sri import solve_adaptive
+
+    y0 = torch.ones(paths, 1, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(paths, 1), dtype=torch.float64,
+                                   levy_area_approximation="space-time", entropy=11)
+    exact = y0 * torch.exp(torch.tensor(mu - sigma**2 / 2, dtype=torch.float64) + sigma * bm(0.0, 1.0))
+    y1, acc, rejected = solve_adaptive(SOSRI_TABLEAU, lambda t, y: mu * y, lambda t, y: sigma * y, y0, 0.0, 1.0, bm,
+                             rtol=tol, atol=tol)
+    return float((y1 - exact).abs().mean()), acc, rejected, bm
+
+
+def test_adaptive_strong_error_falls_with_the_tolerance():
+    errs = [_gbm_adaptive(tol)[0] for tol in (3e-1, 1e-1, 3e-2)]
+    assert errs[0] > errs[1] > errs[2], errs
+
+
+def test_accepted_steps_tile_the_span_on_one_brownian_path():
+    # the diffusion jumps at t = 0.5, which forces a rejection there; a path made of re-sampled
+    # increments would not add up to the interval's own increment
+    from implicit.sde._sri import solve_adaptive
+
+    y0 = torch.ones(200, 1, dtype=torch.float64)
+    bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(200, 1), dtype=torch.float64,
+                                   levy_area_approximation="space-time", entropy=3)
+    _, acc, rejected = solve_adaptive(SOSRI_TABLEAU, lambda t, y: -y, lambda t, y: y * (0.1 + (5.0 if t > 0.5 else 0.0)),
+                                      y0, 0.0, 1.0, bm, rtol=0.1, atol=0.1)
+    assert rejected > 0
+    ts = [a[0] for a in acc] + [1.0]
+    assert ts[0] == 0.0 and all(b > a for a, b in zip(ts, ts[1:]))
+    total = sum(bm(a, b) for a, b in zip(ts, ts[1:]))
+    torch.testing.assert_close(total, bm(0.0, 1.0))
+    dW1 = bm(ts[1], ts[2])
+    torch.testing.assert_close(bm(ts[1], ts[2]), dW1, rtol=0, atol=0)  # a re-query returns the same increment

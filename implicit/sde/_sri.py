@@ -200,3 +200,66 @@ def error_norm(tab: SRITableau, E1, E2, y0, y1, rtol: float, atol: float) -> tor
     """StochasticDiffEq's EEst: RMS of (δ E1 + E2) / (atol + max(|y0|, |y1|) rtol)."""
     r = (tab.delta * E1 + E2) / (atol + torch.maximum(y0.abs(), y1.abs()) * rtol)
     return torch.sqrt((r**2).mean())
+
+
+# StochasticDiffEq v6.30.1 defaults for an order-3/2 adaptive method (alg_utils.jl, solve.jl)
+BETA1, BETA2 = 7 / 15, 4 / 15
+GAMMA, QMIN, QMAX, QOLDINIT = 0.9, 0.2, 9 / 8, 1e-4
+
+
+def _rms(v: torch.Tensor) -> float:
+    return float(torch.sqrt((v.detach() ** 2).mean()))
+
+
+def initial_step(f, g, t0: float, y0: torch.Tensor, rtol: float, atol: float, dtmax: float, order: float = 1.5) -> float:
+    """``sde_determine_initdt`` (src/initdt.jl, out-of-place branch), as a float."""
+    with torch.no_grad():
+        scale = atol + y0.abs() * rtol
+        d0 = _rms(y0 / scale)
+        f0, g0 = f(t0, y0), 3 * g(t0, y0)
+        d1 = _rms(torch.maximum((f0 + g0).abs(), (f0 - g0).abs()) / scale)
+        dt0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else (d0 / d1) / 100
+        dt0 = min(dt0, dtmax)
+        u1 = y0 + dt0 * f0
+        f1, g1 = f(t0 + dt0, u1), 3 * g(t0 + dt0, u1)
+        dg = torch.maximum((g0 - g1).abs(), (g0 + g1).abs())
+        d2 = _rms(torch.maximum((f1 - f0 + dg).abs(), (f1 - f0 - dg).abs()) / scale) / dt0
+        m = max(d1, d2)
+        dt1 = max(1e-6, dt0 * 1e-3) if m <= 1e-15 else 10 ** (-(2 + math.log10(m)) / (order + 0.5))
+    return max(torch.finfo(y0.dtype).eps, min(100 * dt0, dt1, dtmax))
+
+
+def solve_adaptive(tab: SRITableau, f, g, y0: torch.Tensor, t0: float, t1: float, bm, *, rtol: float, atol: float,
+                   max_steps: int = 10_000):
+    """Adaptive SRI from t0 to t1 with StochasticDiffEq's PI controller on one Brownian motion.
+
+    Returns (y1, accepted, n_rejected), accepted a list of (t, h, EEst tensor, stiffness) per accepted step.
+    A rejected attempt re-queries a sub-interval of the same ``bm``, so the path is unchanged.
+    """
+    dtmax = t1 - t0
+    h = initial_step(f, g, t0, y0, rtol, atol, dtmax)
+    t, y, qold = t0, y0, QOLDINIT
+    accepted, attempts, rejected = [], 0, 0
+    while t < t1:
+        if attempts >= max_steps:
+            raise RuntimeError(f"solve_adaptive: max_steps={max_steps} reached at t={t:.6g} < {t1:.6g}")
+        attempts += 1
+        h = min(h, t1 - t)
+        dW, U = bm(t, t + h, return_U=True)
+        y1, E1, E2, stiff = sri_step(tab, f, g, t, h, y, dW, U / h - dW / 2)
+        eest = error_norm(tab, E1, E2, y, y1, rtol, atol)
+        e = float(eest.detach())
+        if not math.isfinite(e):
+            raise RuntimeError(f"solve_adaptive: the error estimate is NaN or Inf at t={t:.6g}")
+        q11 = e**BETA1
+        if e <= 1:
+            q = max(1 / QMAX, min(1 / QMIN, q11 / qold**BETA2 / GAMMA))
+            accepted.append((t, h, eest, stiff))
+            t = t1 if abs(t + h - t1) < 10 * math.ulp(t1) else t + h
+            y = y1
+            qold = max(e, QOLDINIT)
+            h = min(h / q, dtmax)
+        else:
+            h = h / min(1 / QMIN, q11 / GAMMA)
+            rejected += 1
+    return y, accepted, rejected
