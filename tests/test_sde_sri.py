@@ -24,6 +24,16 @@ def test_a_perturbed_coefficient_is_refused():
         dataclasses.replace(SOSRI_TABLEAU, beta4=tuple(beta4))
 
 
+def test_weights_on_stages_the_tableau_does_not_compute_are_refused():
+    alpha = (1 / 3, 1 / 3, 1 / 3, 0.0)  # SRIW1 evaluates only 2 drift stages
+    with pytest.raises(ValueError, match="SRIW1: only its first drift_stages=2"):
+        dataclasses.replace(SRIW1_TABLEAU, alpha=alpha)
+    A0 = [list(r) for r in SOSRI_TABLEAU.A0]
+    A0[1][1] = 0.5
+    with pytest.raises(ValueError, match="strictly lower triangular"):
+        dataclasses.replace(SOSRI_TABLEAU, A0=tuple(tuple(r) for r in A0))
+
+
 def _gbm_errors(tab, ns, paths=2000, mu=1.5, sigma=0.5):
     y0 = torch.ones(paths, 1, dtype=torch.float64)
     bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(paths, 1), dtype=torch.float64,

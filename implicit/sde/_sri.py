@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from implicit.sde._solve import _secant_stiffness
+
 _TOL = 1e-9
 
 
@@ -48,6 +50,14 @@ class SRITableau:
     stability_size: float | None = None
 
     def __post_init__(self):
+        upper = [M[i][j] for M in (self.A0, self.A1, self.B0, self.B1) for i in range(4) for j in range(i, 4)]
+        if any(v != 0.0 for v in upper):
+            raise ValueError(f"SRI tableau {self.name}: A0, A1, B0, B1 must be strictly lower triangular (explicit)")
+        d = self.drift_stages
+        unused = [A[i][j] for A in (self.A0, self.A1) for i in range(4) for j in range(d, 4)] + list(self.alpha[d:])
+        if any(v != 0.0 for v in unused) or not 1 <= self.error_terms <= d:
+            raise ValueError(f"SRI tableau {self.name}: only its first drift_stages={d} drift stages may carry "
+                             f"weight (A0, A1 columns, alpha, error_terms={self.error_terms})")
         failed = [k for k, ok in order_conditions(self).items() if not ok]
         if failed:
             raise ValueError(f"SRI tableau {self.name} violates strong order 1.5 conditions {failed}")
@@ -151,6 +161,15 @@ SOSRI2_TABLEAU = _four_stage(
 )
 
 
+def _combine(y, coefs, vecs, scale):
+    """y + scale · Σ_j coefs[j] vecs[j] over the stages computed so far, skipping the tableau's zeros."""
+    acc = None
+    for c, v in zip(coefs, vecs):
+        if c != 0.0:
+            acc = c * v if acc is None else acc + c * v
+    return y if acc is None else y + scale * acc
+
+
 def sri_step(tab: SRITableau, f, g, t: float, h: float, y: torch.Tensor, dW: torch.Tensor, H: torch.Tensor):
     """One SRI step from (t, y) over h with Brownian increment dW and space-time Lévy area H.
 
@@ -163,23 +182,8 @@ def sri_step(tab: SRITableau, f, g, t: float, h: float, y: torch.Tensor, dW: tor
     chi3 = (dW**3 - 3 * h * dW) / (6 * h)
     fs, gs, h0s = [], [], []
     for i in range(4):
-        d0 = d1 = None
-        for j in range(i):
-            for coef, vec, which in ((tab.A0[i][j] * h, fs, 0), (tab.A1[i][j] * h, fs, 1)):
-                if coef != 0.0 and j < len(vec):
-                    term = coef * vec[j]
-                    if which == 0:
-                        d0 = term if d0 is None else d0 + term
-                    else:
-                        d1 = term if d1 is None else d1 + term
-            if tab.B0[i][j] != 0.0:
-                term = tab.B0[i][j] * gs[j] * chi2
-                d0 = term if d0 is None else d0 + term
-            if tab.B1[i][j] != 0.0:
-                term = tab.B1[i][j] * sqh * gs[j]
-                d1 = term if d1 is None else d1 + term
-        H0 = y if d0 is None else y + d0
-        H1 = y if d1 is None else y + d1
+        H0 = _combine(_combine(y, tab.A0[i], fs, h), tab.B0[i], gs, chi2)
+        H1 = _combine(_combine(y, tab.A1[i], fs, h), tab.B1[i], gs, sqh)
         if i < tab.drift_stages:
             h0s.append(H0)
             fs.append(f(t + tab.c0[i] * h, H0))
@@ -189,10 +193,8 @@ def sri_step(tab: SRITableau, f, g, t: float, h: float, y: torch.Tensor, dW: tor
     E2 = sum((tab.beta3[i] * chi2 + tab.beta4[i] * chi3) * gs[i] for i in range(4))
     y1 = y + h * drift + noise + E2
     E1 = h * sum(fs[i] for i in range(tab.error_terms))
-    stiff = None
-    if tab.drift_stages == 4:
-        rms = lambda v: torch.sqrt((v**2).mean())  # noqa: E731
-        stiff = rms(fs[3] - fs[2]) / rms(h0s[3] - h0s[2]).clamp_min(torch.finfo(y.dtype).tiny)
+    # the RMS norms of the docstring have the same ratio as the 2-norms the secant estimate takes
+    stiff = _secant_stiffness(fs[2], fs[3], h0s[2], h0s[3]) if tab.drift_stages == 4 else None
     return y1, E1, E2, stiff
 
 
