@@ -151,8 +151,9 @@ def render_markdown(result: dict) -> str:
         "code runs at (see `models/mnist_deq.py`); *earlier* = (tol, tol/10), what this library's continuous "
         "records before the Adams integrators ran with Tsit5 (the reference of the ratio columns); *= tol* = (tol, tol).",
         "",
-        "A solve that reaches its bound on attempted steps (2000 for MNIST, `mdeq_max_steps` for MDEQ) is "
-        "reported as such (outcome column).",
+        "A solve that reaches its bound on attempted steps ("
+        + "; ".join(f"{c['cell']}: {c['max_steps']}" for c in result["cases"])
+        + ") is reported as such (outcome column).",
         "",
         "| cell | tol | integrator | integrator tolerances (rtol, atol) | NFE | steps | outcome | batch residual | ms | NFE / reference | time / reference |",
         "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|",
@@ -185,6 +186,8 @@ def parse(argv: list[str] | None) -> Config:
     a = p.parse_args(argv)
     if a.repeats < 1:
         p.error(f"--repeats must be >= 1, got {a.repeats}")
+    if a.mdeq_max_steps < 1:
+        p.error(f"--mdeq-max-steps must be >= 1, got {a.mdeq_max_steps}")
     if a.mnist_checkpoint is not None and not a.mnist_checkpoint.is_file():
         p.error(f"--mnist-checkpoint {a.mnist_checkpoint}: no such file")
     common = dict(out=a.out, data_dir=a.data_dir, mnist_checkpoint=a.mnist_checkpoint, threads=a.threads, note=a.note,
