@@ -14,12 +14,23 @@ R_S of every solve are also in ``metrics`` for the log. In eval mode the batch i
 ``eval_trajectories`` independent Brownian paths, solved as one batch (one step sequence), and
 the logits are averaged over the trajectories.
 
-Defaults differ from the paper's solver on purpose. The paper used SOSRI at rtol = atol = 0.14;
-with step doubling those tolerances let SRK cross [0, 1] in a single step from initialisation
-on, so there is no cost for a regularizer to cut; and torchsde's SRK step costs 10 drift + 10
-diffusion evaluations (60 per doubled attempt), about 1.5 s per batch of 512 at rtol 0.01 on a
-CPU core. The defaults are therefore Milstein (strong order 1.0, 6 evaluations per attempt plus
-a diffusion VJP) at rtol = atol = 0.01; ``scheme="srk", rtol=atol=0.14`` gives the paper's setting.
+Solvers (``scheme``):
+
+* ``"sosri"``, ``"sosri2"``, ``"sriw1"``: the Rößler SRI methods with their natural embedded error
+  estimate and StochasticDiffEq's controller and initial step (``implicit.sde.Embedded``), the
+  authors' solvers. ``step_path="initial"`` differentiates the initial step as the authors' Tracker
+  gradient does; ``dt0`` is then unused.
+* ``"milstein"`` (default), ``"srk"``, ``"euler"``: torchsde's schemes with step doubling from one
+  step of ``dt0`` over the whole interval. With step doubling at the authors' tolerance 0.14 SRK
+  crosses [0, 1] in a single step from initialisation on, leaving no cost for a regularizer to cut,
+  so these default to Milstein at rtol = atol = 0.01.
+
+``aggregation``: ``"paper"`` trains on R_E = Σ E_j|h_j| and R_S = Σ S_j|h_j|; ``"authors"`` on
+what RegNeuralDE.jl's ``experiments/mnist_nsde.jl`` computes from its saving callback, which also
+saves at the start (EEst = 1, eigen_est = 1 there): R_E = mean([h_0, E_1 h_1, ..., E_n h_n]) and
+R_S = max([1, |S_1|, ..., |S_n|]) / 10.6 (SOSRI2's stability size). ``init="glorot"`` gives
+Flux's Dense default (Glorot-uniform weights, zero biases). ``train.mnist --preset authors`` sets
+all of these (see ``AUTHORS``).
 """
 
 from __future__ import annotations
@@ -36,7 +47,26 @@ __all__ = [
 ]
 
 VARIANTS = ("nsde", "ernsde", "srnsde")
-SCHEMES = ("srk", "milstein", "euler")
+SCHEMES = ("srk", "milstein", "euler", "sosri", "sosri2", "sriw1")
+SRI_SCHEMES = ("sosri", "sosri2", "sriw1")
+AGGREGATIONS = ("paper", "authors")
+INITS = ("torch", "glorot")
+STEP_PATHS = ("detached", "initial")
+# StochasticDiffEq v6.30.1 (a1e6d374) src/alg_utils.jl: alg_stability_size(::SOSRI2) = 10.6. The authors'
+# script asks for alg_stability_size(SOSRI()), which that file defines only for SOSRI2 and SOSRA2.
+SOSRI2_STABILITY_SIZE = 10.6
+# RegNeuralDE.jl experiments/mnist_nsde.jl (read at commit 0baa4544): SOSRI (AutoSOSRI2(SOSRI2()) for the
+# stiffness regularizer) at reltol = abstol = 1.4f-1, tspan [0, 1], Glorot Dense layers, R_E the mean of
+# EEst·dt and R_S the maximum of |eigen_est|/stability size over the saved values, each with its
+# weight constant over training (λ₀ = λ₁: 10 and 0.1). Tracker differentiates the initial step only.
+AUTHORS = {
+    "nsde": {"scheme": "sosri", "rtol": 0.14, "atol": 0.14, "aggregation": "authors", "init": "glorot",
+             "step_path": "initial"},
+    "ernsde": {"scheme": "sosri", "rtol": 0.14, "atol": 0.14, "aggregation": "authors", "init": "glorot",
+               "step_path": "initial"},
+    "srnsde": {"scheme": "sosri2", "rtol": 0.14, "atol": 0.14, "aggregation": "authors", "init": "glorot",
+               "step_path": "initial"},
+}
 # which regularizer a variant trains on, with the paper's weight
 REG_WEIGHTS = {"nsde": {}, "ernsde": {"error": 10.0}, "srnsde": {"stiffness": 0.1}}
 # the paper's MNIST NSDE table (arXiv 2105.03918), keys as in train._results.COLUMNS
@@ -62,12 +92,23 @@ class MNISTNSDEConfig:
     dt_min: float = 1e-4
     max_steps: int = 1000
     eval_trajectories: int = 10
+    aggregation: str = "paper"
+    init: str = "torch"
+    step_path: str = "detached"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        for name, allowed in (("aggregation", AGGREGATIONS), ("init", INITS), ("step_path", STEP_PATHS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.step_path != "detached" and self.scheme not in SRI_SCHEMES:
+            raise ValueError(f"step_path={self.step_path!r} needs an SRI scheme {SRI_SCHEMES}, got "
+                             f"scheme={self.scheme!r} (step doubling runs with its step sequence detached)")
+        if self.variant == "srnsde" and self.scheme in ("sriw1",):
+            raise ValueError("srnsde needs a stiffness estimate: SRIW1 evaluates only 2 drift stages; use sosri or sosri2")
         for name in ("width", "hidden", "max_steps", "eval_trajectories"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -75,9 +116,25 @@ class MNISTNSDEConfig:
 
 
 def _scheme(name: str):
-    from implicit.sde import SRK, EulerMaruyama, Milstein
+    from implicit.sde import SOSRI, SOSRI2, SRIW1, SRK, EulerMaruyama, Milstein
 
-    return {"srk": SRK, "milstein": Milstein, "euler": EulerMaruyama}[name]()
+    return {"srk": SRK, "milstein": Milstein, "euler": EulerMaruyama, "sosri": SOSRI, "sosri2": SOSRI2,
+            "sriw1": SRIW1}[name]()
+
+
+def _stepping(config: "MNISTNSDEConfig"):
+    from implicit.sde import Embedded, StepDoubling
+
+    if config.scheme in SRI_SCHEMES:
+        return Embedded(rtol=config.rtol, atol=config.atol, step_path=config.step_path)
+    return StepDoubling(dt0=config.dt0, rtol=config.rtol, atol=config.atol, dt_min=config.dt_min)
+
+
+def _glorot_(module: nn.Module) -> None:
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 class _Autonomous(nn.Module):
@@ -96,7 +153,7 @@ class MNISTNSDE(nn.Module):
 
     def __init__(self, config: MNISTNSDEConfig = MNISTNSDEConfig()):
         super().__init__()
-        from implicit.sde import NeuralSDE, StepDoubling
+        from implicit.sde import NeuralSDE
 
         self.config = config
         w = config.width
@@ -105,40 +162,77 @@ class MNISTNSDE(nn.Module):
             _Autonomous(nn.Sequential(nn.Linear(w, config.hidden), nn.Tanh(), nn.Linear(config.hidden, w))),
             _Autonomous(nn.Linear(w, w)),
             scheme=_scheme(config.scheme),
-            stepping=StepDoubling(dt0=config.dt0, rtol=config.rtol, atol=config.atol, dt_min=config.dt_min),
+            stepping=_stepping(config),
             max_steps=config.max_steps,
         )
         self.readout = nn.Linear(w, 10)
+        if config.init == "glorot":
+            _glorot_(self)
 
-    def forward(self, images: torch.Tensor) -> ZooOutput:
+    def forward(self, images: torch.Tensor, trajectories: int | None = None) -> ZooOutput:
+        """``trajectories``: Brownian paths to average the logits over (default: 1 in training,
+        ``eval_trajectories`` in eval mode)."""
         if images.dim() < 2 or images[0].numel() != 28 * 28:
             raise ValueError(f"images must have shape (batch, 1, 28, 28) or (batch, 784), got {tuple(images.shape)}")
+        if trajectories is not None and (isinstance(trajectories, bool) or not isinstance(trajectories, int)
+                                         or trajectories < 1):
+            raise ValueError(f"trajectories must be a positive int or None, got {trajectories!r}")
         batch = images.shape[0]
         z0 = self.embed(images.reshape(batch, -1))
-        k = 1 if self.training else self.config.eval_trajectories
+        k = trajectories or (1 if self.training else self.config.eval_trajectories)
         if k > 1:
             z0 = z0.repeat(k, 1)
         ts = torch.tensor([0.0, 1.0], dtype=z0.dtype, device=z0.device)
         zs, stats = self.sde(z0, ts)
         logits = self.readout(zs[-1]).reshape(k, batch, 10).mean(0)
-        regularizers = {}
-        if self.config.variant == "ernsde":
-            regularizers["error"] = stats.reg_error
-        elif self.config.variant == "srnsde":
-            regularizers["stiffness"] = stats.reg_stiffness
+        if self.config.aggregation == "authors":
+            available = {"error": _authors_error(stats), "stiffness": _authors_stiffness(stats)}
+        else:
+            available = {"error": stats.reg_error, "stiffness": stats.reg_stiffness}
+        wanted = {"ernsde": "error", "srnsde": "stiffness"}.get(self.config.variant)
+        regularizers = {wanted: available[wanted]} if wanted else {}
+        metrics = {"accepted": float(stats.n_accepted), "rejected": float(stats.n_rejected),
+                   "nfe_drift": float(stats.nfe_drift)}
+        for key, value in (("R_E", stats.reg_error), ("R_S", stats.reg_stiffness)):
+            if value is not None:
+                metrics[key] = float(value.detach())
+        if self.config.aggregation == "authors":
+            for key, name in (("R_E_authors", "error"), ("R_S_authors", "stiffness")):
+                if available[name] is not None:
+                    metrics[key] = float(available[name].detach())
+        if stats.stiffness_estimates is not None and self.config.scheme == "sosri2":
+            metrics["stiff_switch_steps"] = float(_switch_steps(stats))
         return ZooOutput(
             logits=logits,
             regularizers=regularizers,
             nfe_forward=int(stats.nfe_forward),
             stats=stats,
-            metrics={
-                "R_E": float(stats.reg_error.detach()),
-                "R_S": float(stats.reg_stiffness.detach()),
-                "accepted": float(stats.n_accepted),
-                "rejected": float(stats.n_rejected),
-                "nfe_drift": float(stats.nfe_drift),
-            },
+            metrics=metrics,
         )
+
+
+def _authors_error(stats):
+    """mean([h_0, E_1 h_1, ..., E_n h_n]): the saving callback's start value is EEst = 1 times the initial dt."""
+    if stats.error_estimates is None:
+        return None
+    h0 = stats.initial_step if stats.initial_step is not None else stats.step_sizes[:1].to(stats.error_estimates)
+    return (h0.reshape(()) + stats.regularizer("error", "sum")) / (stats.n_accepted + 1)
+
+
+def _authors_stiffness(stats):
+    """max([1, |S_1|, ..., |S_n|]) / 10.6: eigen_est starts at 1 and is saved at the start too."""
+    s = stats.stiffness_estimates
+    if s is None:
+        return None
+    return torch.cat([s.new_ones(1), s.abs()]).amax() / SOSRI2_STABILITY_SIZE
+
+
+def _switch_steps(stats) -> int:
+    """Accepted steps where AutoSOSRI2's stiffness test |S|·h / 10.6 > 0.9 holds: StochasticDiffEq's
+    AutoSwitch (src/composite_algs.jl) would leave SOSRI2 after 10 such steps in a row. We run SOSRI2
+    throughout, so this count says whether the switch could have mattered."""
+    s = stats.stiffness_estimates.detach().to(torch.float64).cpu()
+    return int((s.abs() * stats.step_sizes / SOSRI2_STABILITY_SIZE > 0.9).sum())
 
 
 def build(config: MNISTNSDEConfig) -> MNISTNSDE:

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchsde
 
+from implicit.sde import SOSRI, Embedded, NeuralSDE
 from implicit.sde._sri import SOSRI2_TABLEAU, SOSRI_TABLEAU, SRIW1_TABLEAU, error_norm, order_conditions, sri_step
 
 TABLEAUS = [SRIW1_TABLEAU, SOSRI_TABLEAU, SOSRI2_TABLEAU]
@@ -71,15 +72,13 @@ def test_natural_error_estimate_vanishes_for_pure_additive_noise_without_drift()
 
 
 def _gbm_adaptive(tol, paths=500, mu=1.5, sigma=0.5):
-    from implicit.sde._sri import solve_adaptive
-
     y0 = torch.ones(paths, 1, dtype=torch.float64)
     bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(paths, 1), dtype=torch.float64,
                                    levy_area_approximation="space-time", entropy=11)
     exact = y0 * torch.exp(torch.tensor(mu - sigma**2 / 2, dtype=torch.float64) + sigma * bm(0.0, 1.0))
-    y1, acc, rejected = solve_adaptive(SOSRI_TABLEAU, lambda t, y: mu * y, lambda t, y: sigma * y, y0, 0.0, 1.0, bm,
-                             rtol=tol, atol=tol)
-    return float((y1 - exact).abs().mean()), acc, rejected, bm
+    sde = NeuralSDE(lambda t, y: mu * y, lambda t, y: sigma * y, scheme=SOSRI(), stepping=Embedded(rtol=tol, atol=tol))
+    ys, stats = sde(y0, [0.0, 1.0], bm)
+    return float((ys[-1] - exact).abs().mean()), stats
 
 
 def test_adaptive_strong_error_falls_with_the_tolerance():
@@ -87,19 +86,23 @@ def test_adaptive_strong_error_falls_with_the_tolerance():
     assert errs[0] > errs[1] > errs[2], errs
 
 
+def _accepted_times(stats):
+    return [0.0] + torch.cumsum(stats.step_sizes, 0).tolist()
+
+
 def test_accepted_steps_tile_the_span_on_one_brownian_path():
     # the diffusion jumps at t = 0.5, which forces a rejection there; a path made of re-sampled
     # increments would not add up to the interval's own increment
-    from implicit.sde._sri import solve_adaptive
-
     y0 = torch.ones(200, 1, dtype=torch.float64)
     bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(200, 1), dtype=torch.float64,
                                    levy_area_approximation="space-time", entropy=3)
-    _, acc, rejected = solve_adaptive(SOSRI_TABLEAU, lambda t, y: -y, lambda t, y: y * (0.1 + (5.0 if t > 0.5 else 0.0)),
-                                      y0, 0.0, 1.0, bm, rtol=0.1, atol=0.1)
-    assert rejected > 0
-    ts = [a[0] for a in acc] + [1.0]
+    sde = NeuralSDE(lambda t, y: -y, lambda t, y: y * (0.1 + (5.0 if t > 0.5 else 0.0)), scheme=SOSRI(),
+                    stepping=Embedded(rtol=0.1, atol=0.1))
+    _, stats = sde(y0, [0.0, 1.0], bm)
+    assert stats.n_rejected > 0 and stats.outcome.ok
+    ts = _accepted_times(stats)
     assert ts[0] == 0.0 and all(b > a for a, b in zip(ts, ts[1:]))
+    assert ts[-1] == pytest.approx(1.0, abs=1e-12) and stats.t_final == 1.0
     total = sum(bm(a, b) for a, b in zip(ts, ts[1:]))
     torch.testing.assert_close(total, bm(0.0, 1.0))
     dW1 = bm(ts[1], ts[2])

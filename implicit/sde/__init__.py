@@ -10,8 +10,9 @@ from implicit.sde._schemes import (
     StratonovichHeun,
     StratonovichMidpoint,
 )
+from implicit.sde._sri import SOSRI, SOSRI2, SRIW1, SRIScheme
 from implicit.sde._stats import SDEStats
-from implicit.sde._stepping import FixedSteps, SDEStepping, StepDoubling
+from implicit.sde._stepping import Embedded, FixedSteps, SDEStepping, StepDoubling
 
 __all__ = [
     "NeuralSDE",
@@ -23,7 +24,12 @@ __all__ = [
     "StratonovichHeun",
     "StratonovichMidpoint",
     "EulerHeun",
+    "SRIScheme",
+    "SRIW1",
+    "SOSRI",
+    "SOSRI2",
     "SDEStepping",
     "StepDoubling",
     "FixedSteps",
+    "Embedded",
 ]

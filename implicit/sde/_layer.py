@@ -13,7 +13,8 @@ from implicit.ode._checks import HALF, check_bool, check_max_steps
 from implicit.sde._schemes import SDEScheme, SRK
 from implicit.sde._solve import solve
 from implicit.sde._stats import SDEStats
-from implicit.sde._stepping import SDEStepping, StepDoubling
+from implicit.sde._sri import SRIScheme
+from implicit.sde._stepping import Embedded, SDEStepping, StepDoubling
 
 
 class NeuralSDE(nn.Module):
@@ -30,7 +31,13 @@ class NeuralSDE(nn.Module):
     [ts[0], ts[-1]]. ``ts`` is strictly increasing; y0 is float32 or float64 (half precision is
     refused); drift and diffusion must return exactly y's shape, dtype and device.
 
-    Stiffness estimate: the drift is evaluated at (t_j, y_j) and, by the second half step, at
+    SRI schemes (``SRIW1``, ``SOSRI``, ``SOSRI2``) run on implicit's own loop with
+    ``stepping=Embedded(...)`` (their natural embedded error estimate, StochasticDiffEq's controller) or
+    ``FixedSteps``; for them the stiffness estimate is ‖f_4 − f_3‖/‖H0_4 − H0_3‖ over the last two
+    drift stages of each accepted step (SOSRI2's eigenvalue estimate; None for SRIW1's two stages),
+    and output times are hit by clipping the step onto them.
+
+    Stiffness estimate (torchsde schemes): the drift is evaluated at (t_j, y_j) and, by the second half step, at
     (t_j + h_j/2, y_mid); S_j = |f(y_mid) - f(y_j)| / |y_mid - y_j| (norms over the whole batch)
     is a secant estimate of the drift's Lipschitz constant along the step, which bounds the
     dominant eigenvalue magnitude of its Jacobian from below. It costs no extra evaluations.
@@ -61,8 +68,15 @@ class NeuralSDE(nn.Module):
             )
         if not isinstance(stepping, SDEStepping):
             raise TypeError(
-                f"stepping must be StepDoubling(...) or FixedSteps(dt=...), got {type(stepping).__name__}"
+                f"stepping must be StepDoubling(...), Embedded(...) or FixedSteps(dt=...), got {type(stepping).__name__}"
             )
+        sri = isinstance(scheme, SRIScheme)
+        if sri and isinstance(stepping, StepDoubling):
+            raise ValueError(f"stepping=StepDoubling(...) with scheme={type(scheme).__name__}(): SRI schemes estimate "
+                             "their error by their natural embedding; use stepping=Embedded(rtol=..., atol=...)")
+        if not sri and isinstance(stepping, Embedded):
+            raise ValueError(f"stepping=Embedded(...) needs an SRI scheme with an embedded error estimate (SRIW1(), "
+                             f"SOSRI(), SOSRI2()), got scheme={type(scheme).__name__}(); use StepDoubling(...) for it")
         check_max_steps(max_steps)
         check_bool("throw", throw)
         self.drift = drift

@@ -77,6 +77,11 @@ def solve(
     max_steps: int,
 ) -> tuple[torch.Tensor, SDEStats]:
     """Integrate from ts[0] over ts; inputs are already checked by the layer."""
+    from implicit.sde._sri import SRIScheme, solve_sri
+
+    if isinstance(scheme, SRIScheme):
+        return solve_sri(drift=drift, diffusion=diffusion, y0=y0, ts=ts, bm=bm, scheme=scheme, stepping=stepping,
+                         max_steps=max_steps)
     backward = _Counter()
     evals = _Evaluations(drift, diffusion, scheme.sde_type, y0.shape, backward)
     adaptive = isinstance(stepping, StepDoubling)

@@ -19,12 +19,17 @@ reduced by the RMS norm (DiffEqBase 6.53.4 ``calculate_residuals``), δ = ``delt
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
-from implicit.sde._solve import _secant_stiffness
+from implicit._outcome import Outcome
+from implicit.sde._schemes import SDEScheme
+from implicit.sde._solve import _Evaluations, _secant_stiffness
+from implicit.sde._stats import SDEStats, _Counter
 
 _TOL = 1e-9
 
@@ -170,13 +175,16 @@ def _combine(y, coefs, vecs, scale):
     return y if acc is None else y + scale * acc
 
 
-def sri_step(tab: SRITableau, f, g, t: float, h: float, y: torch.Tensor, dW: torch.Tensor, H: torch.Tensor):
+def sri_step(tab: SRITableau, f, g, t: float, h, y: torch.Tensor, dW: torch.Tensor, H: torch.Tensor):
     """One SRI step from (t, y) over h with Brownian increment dW and space-time Lévy area H.
 
-    Returns (y1, E1, E2, stiffness) where stiffness is ‖f_4 − f_3‖ / ‖H0_4 − H0_3‖ (RMS norms; the
-    drift stage pair StochasticDiffEq uses for SOSRI2's eigenvalue estimate), None with < 4 drift stages.
+    ``h`` is a float or a 0-d tensor (in the graph when the solve follows its initial step); the
+    stage times use float(h). Returns (y1, E1, E2, stiffness) where stiffness is
+    ‖f_4 − f_3‖ / ‖H0_4 − H0_3‖ (RMS norms; the drift stage pair StochasticDiffEq uses for SOSRI2's
+    eigenvalue estimate), None with < 4 drift stages.
     """
-    sqh = math.sqrt(h)
+    sqh = h**0.5
+    h_val = float(h.detach()) if torch.is_tensor(h) else float(h)
     chi1 = (dW**2 - h) / (2 * sqh)
     chi2 = dW / 2 + H
     chi3 = (dW**3 - 3 * h * dW) / (6 * h)
@@ -186,8 +194,8 @@ def sri_step(tab: SRITableau, f, g, t: float, h: float, y: torch.Tensor, dW: tor
         H1 = _combine(_combine(y, tab.A1[i], fs, h), tab.B1[i], gs, sqh)
         if i < tab.drift_stages:
             h0s.append(H0)
-            fs.append(f(t + tab.c0[i] * h, H0))
-        gs.append(g(t + tab.c1[i] * h, H1))
+            fs.append(f(t + tab.c0[i] * h_val, H0))
+        gs.append(g(t + tab.c1[i] * h_val, H1))
     drift = sum(tab.alpha[i] * fs[i] for i in range(tab.drift_stages))
     noise = sum((tab.beta1[i] * dW + tab.beta2[i] * chi1) * gs[i] for i in range(4))
     E2 = sum((tab.beta3[i] * chi2 + tab.beta4[i] * chi3) * gs[i] for i in range(4))
@@ -204,64 +212,241 @@ def error_norm(tab: SRITableau, E1, E2, y0, y1, rtol: float, atol: float) -> tor
     return torch.sqrt((r**2).mean())
 
 
+
+
+class SRIScheme(SDEScheme):
+    """A Rößler SRI method for Itô SDEs with diagonal noise, run by implicit's own loop.
+
+    Stages: 4 diffusion and ``tableau.drift_stages`` drift evaluations per step, no autograd inside
+    the step. Steps with :class:`~implicit.sde.Embedded` (adaptive, the natural embedded error
+    estimate) or :class:`~implicit.sde.FixedSteps` (which then records that estimate per step).
+    """
+
+    @property
+    @abc.abstractmethod
+    def tableau(self) -> SRITableau:
+        """The scheme's coefficients."""
+
+    @property
+    def sde_type(self) -> str:
+        return "ito"
+
+    @property
+    def strong_order(self) -> float:
+        return 1.5
+
+    @property
+    def levy_area_approximation(self) -> str:
+        return "space-time"
+
+    @property
+    def stability_size(self) -> float | None:
+        """Where the scheme's stability region ends on the negative real axis (StochasticDiffEq's
+        ``alg_stability_size``), for scaling the stiffness estimate; None where it is not given."""
+        return self.tableau.stability_size
+
+    def _torchsde_solver_class(self) -> type:
+        raise TypeError(f"{type(self).__name__} is not a torchsde method; implicit's SRI loop runs it")
+
+    def _torchsde_options(self) -> dict:
+        return {}
+
+
+@dataclass(frozen=True)
+class SRIW1(SRIScheme):
+    """Rößler's SRIW1: 2 drift + 4 diffusion evaluations per step, embedded estimate with δ = 1/6."""
+
+    @property
+    def tableau(self) -> SRITableau:
+        return SRIW1_TABLEAU
+
+
+@dataclass(frozen=True)
+class SOSRI(SRIScheme):
+    """Rackauckas & Nie's stability-optimized SRI: 4 drift + 4 diffusion evaluations per step."""
+
+    @property
+    def tableau(self) -> SRITableau:
+        return SOSRI_TABLEAU
+
+
+@dataclass(frozen=True)
+class SOSRI2(SRIScheme):
+    """SOSRI2 (stability-optimized, stages on [0, 1]; stability size 10.6); records a stiffness estimate."""
+
+    @property
+    def tableau(self) -> SRITableau:
+        return SOSRI2_TABLEAU
+
+
 # StochasticDiffEq v6.30.1 defaults for an order-3/2 adaptive method (alg_utils.jl, solve.jl)
 BETA1, BETA2 = 7 / 15, 4 / 15
 GAMMA, QMIN, QMAX, QOLDINIT = 0.9, 0.2, 9 / 8, 1e-4
 
 
-def _rms(v: torch.Tensor) -> float:
-    return float(torch.sqrt((v.detach() ** 2).mean()))
+def _rms(v: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt((v**2).mean())
 
 
-def initial_step(f, g, t0: float, y0: torch.Tensor, rtol: float, atol: float, dtmax: float, order: float = 1.5) -> float:
-    """``sde_determine_initdt`` (src/initdt.jl, out-of-place branch), as a float."""
-    with torch.no_grad():
+def initial_step(f, g, t0: float, y0: torch.Tensor, rtol: float, atol: float, dtmax: float, order: float = 1.5,
+                 graph: bool = False) -> torch.Tensor:
+    """``sde_determine_initdt`` (StochasticDiffEq v6.30.1 src/initdt.jl, out-of-place branch) as a 0-d
+    tensor of y0's dtype, in the graph of y0 and of f's and g's parameters when ``graph``.
+
+    Its branches (tiny norms) are decided on values; 2 drift and 2 diffusion evaluations.
+    """
+    with contextlib.nullcontext() if graph else torch.no_grad():
         scale = atol + y0.abs() * rtol
         d0 = _rms(y0 / scale)
         f0, g0 = f(t0, y0), 3 * g(t0, y0)
         d1 = _rms(torch.maximum((f0 + g0).abs(), (f0 - g0).abs()) / scale)
-        dt0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else (d0 / d1) / 100
-        dt0 = min(dt0, dtmax)
+        if float(d0.detach()) < 1e-5 or float(d1.detach()) < 1e-5:
+            dt0 = d0.new_tensor(1e-6)
+        else:
+            dt0 = (d0 / d1) / 100
+        dt0 = dt0.clamp_max(dtmax)
         u1 = y0 + dt0 * f0
-        f1, g1 = f(t0 + dt0, u1), 3 * g(t0 + dt0, u1)
+        t1 = t0 + float(dt0.detach())
+        f1, g1 = f(t1, u1), 3 * g(t1, u1)
         dg = torch.maximum((g0 - g1).abs(), (g0 + g1).abs())
         d2 = _rms(torch.maximum((f1 - f0 + dg).abs(), (f1 - f0 - dg).abs()) / scale) / dt0
-        m = max(d1, d2)
-        dt1 = max(1e-6, dt0 * 1e-3) if m <= 1e-15 else 10 ** (-(2 + math.log10(m)) / (order + 0.5))
-    return max(torch.finfo(y0.dtype).eps, min(100 * dt0, dt1, dtmax))
-
-
-def solve_adaptive(tab: SRITableau, f, g, y0: torch.Tensor, t0: float, t1: float, bm, *, rtol: float, atol: float,
-                   max_steps: int = 10_000):
-    """Adaptive SRI from t0 to t1 with StochasticDiffEq's PI controller on one Brownian motion.
-
-    Returns (y1, accepted, n_rejected), accepted a list of (t, h, EEst tensor, stiffness) per accepted step.
-    A rejected attempt re-queries a sub-interval of the same ``bm``, so the path is unchanged.
-    """
-    dtmax = t1 - t0
-    h = initial_step(f, g, t0, y0, rtol, atol, dtmax)
-    t, y, qold = t0, y0, QOLDINIT
-    accepted, attempts, rejected = [], 0, 0
-    while t < t1:
-        if attempts >= max_steps:
-            raise RuntimeError(f"solve_adaptive: max_steps={max_steps} reached at t={t:.6g} < {t1:.6g}")
-        attempts += 1
-        h = min(h, t1 - t)
-        dW, U = bm(t, t + h, return_U=True)
-        y1, E1, E2, stiff = sri_step(tab, f, g, t, h, y, dW, U / h - dW / 2)
-        eest = error_norm(tab, E1, E2, y, y1, rtol, atol)
-        e = float(eest.detach())
-        if not math.isfinite(e):
-            raise RuntimeError(f"solve_adaptive: the error estimate is NaN or Inf at t={t:.6g}")
-        q11 = e**BETA1
-        if e <= 1:
-            q = max(1 / QMAX, min(1 / QMIN, q11 / qold**BETA2 / GAMMA))
-            accepted.append((t, h, eest, stiff))
-            t = t1 if abs(t + h - t1) < 10 * math.ulp(t1) else t + h
-            y = y1
-            qold = max(e, QOLDINIT)
-            h = min(h / q, dtmax)
+        m = torch.maximum(d1, d2)
+        if float(m.detach()) <= 1e-15:
+            dt1 = (dt0 * 1e-3).clamp_min(1e-6)
         else:
-            h = h / min(1 / QMIN, q11 / GAMMA)
-            rejected += 1
-    return y, accepted, rejected
+            dt1 = 10 ** (-(2 + torch.log10(m)) / (order + 0.5))
+        h = torch.minimum(100 * dt0, dt1).clamp_max(dtmax)
+        return h.clamp_min(torch.finfo(y0.dtype).eps)
+
+
+def solve_sri(
+    *,
+    drift,
+    diffusion,
+    y0: torch.Tensor,
+    ts: torch.Tensor,
+    bm,
+    scheme: SRIScheme,
+    stepping,
+    max_steps: int,
+) -> tuple[torch.Tensor, SDEStats]:
+    """Integrate with an SRI scheme from ts[0] over ts; inputs are already checked by the layer.
+
+    Adaptive (``Embedded``) or fixed steps; steps are clipped to land on every output time. A
+    rejected attempt re-queries a sub-interval of the same ``bm``, so the path is one path.
+    """
+    from implicit.sde._stepping import Embedded, FixedSteps
+
+    tab = scheme.tableau
+    backward = _Counter()
+    evals = _Evaluations(drift, diffusion, "ito", y0.shape, backward)
+    adaptive = isinstance(stepping, Embedded)
+    record = adaptive or (isinstance(stepping, FixedSteps) and stepping.estimate_error)
+    rtol, atol = stepping.rtol, stepping.atol
+    t_start, t_end = float(ts[0]), float(ts[-1])
+    dtmax = t_end - t_start
+    track = adaptive and stepping.step_path == "initial"
+
+    outcome, message = Outcome.SUCCESSFUL, ""
+    if adaptive and stepping.dt0 is None:
+        h = initial_step(evals.f, evals.g, t_start, y0, rtol, atol, dtmax, graph=track)
+        if not math.isfinite(float(h.detach())):
+            outcome = Outcome.NONFINITE
+            message = f"the initial-step heuristic gave {float(h.detach())} at t={t_start:.6g} (drift or diffusion is NaN/Inf at y0)"
+    else:
+        h = y0.new_tensor(min(stepping.dt0 if adaptive else stepping.dt, dtmax))
+    h_first = h
+    if not track:
+        h = float(h.detach())
+    # time as a float for control and Brownian queries; with a tracked path the in-graph offset
+    # t_graph - t (the accepted steps' dependence on the initial step) follows along
+    t, t_graph = t_start, (y0.new_zeros(()) + t_start if track else None)
+    y, qold = y0, QOLDINIT
+    ys = [y0]
+    errors, steps, steps_g, stiffness = [], [], [], []
+    attempts = n_rejected = 0
+
+    for out_t in (float(v) for v in ts[1:]):
+        while t < out_t and outcome is Outcome.SUCCESSFUL:
+            if attempts >= max_steps:
+                outcome = Outcome.MAX_STEPS_REACHED
+                message = f"used max_steps={max_steps} step attempts and stopped at t={t:.6g} < {t_end:.6g}"
+                break
+            h_val = float(h.detach()) if torch.is_tensor(h) else h
+            if h_val >= out_t - t:
+                # the clip to the output time: in the graph, out_t - t_graph
+                h = (out_t - t_graph) if track else out_t - t
+                h_val = out_t - t
+            if not t + h_val > t:
+                outcome = Outcome.DT_UNDERFLOW
+                message = f"step size {h_val:.3g} does not advance t={t:.17g} in {y0.dtype}"
+                break
+            attempts += 1
+            dW, U = bm(t, t + h_val, return_U=True)
+            y1, E1, E2, stiff = sri_step(tab, evals.f, evals.g, t, h, y, dW, U / h_val - dW / 2)
+            eest = error_norm(tab, E1, E2, y, y1, rtol, atol) if record else None
+            e = float(eest.detach()) if record else 0.0
+            if not math.isfinite(e) or (not record and not bool(torch.isfinite(y1).all())):
+                outcome = Outcome.NONFINITE
+                message = f"the SRI step from t={t:.6g} gave NaN or Inf (drift or diffusion broke)"
+                break
+            if adaptive and e > 1:
+                n_rejected += 1
+                h = h / min(1 / QMIN, e**BETA1 / GAMMA)  # a detached factor: h keeps its graph
+                continue
+            if record:
+                errors.append(eest)
+            if stiff is not None:
+                stiffness.append(stiff)
+            steps.append(h_val)
+            if track:
+                steps_g.append(h if torch.is_tensor(h) else y0.new_tensor(h))
+                t_graph = t_graph + h
+            t = out_t if abs(t + h_val - out_t) < 10 * math.ulp(out_t) else t + h_val
+            y = y1
+            if adaptive:
+                q = max(1 / QMAX, min(1 / QMIN, e**BETA1 / qold**BETA2 / GAMMA))
+                qold = max(e, QOLDINIT)
+                h = min(h_val / q, dtmax)  # the proposal after an accepted step is detached
+        if outcome is not Outcome.SUCCESSFUL:
+            break
+        ys.append(y)
+
+    if outcome is Outcome.SUCCESSFUL and not all(bool(torch.isfinite(v).all()) for v in ys):
+        bad = next(i for i, v in enumerate(ys) if not bool(torch.isfinite(v).all()))
+        outcome = Outcome.NONFINITE
+        message = f"the solution contains NaN or Inf at output time t={float(ts[bad]):.6g} (index {bad})"
+    while len(ys) < len(ts):
+        ys.append(torch.full_like(y0, float("nan")))
+
+    step_t = torch.tensor(steps, dtype=torch.float64)
+    h_graph = torch.stack(steps_g) if track and steps_g else None
+    h_scale = h_graph if h_graph is not None else step_t.to(device=y0.device, dtype=y0.dtype)
+    error_t = reg_error = stiff_t = reg_stiffness = None
+    if record:
+        error_t = torch.stack(errors) if errors else y0.new_zeros(0)
+        reg_error = (error_t * h_scale).sum()
+    if tab.drift_stages == 4:
+        stiff_t = torch.stack(stiffness) if stiffness else y0.new_zeros(0)
+        reg_stiffness = (stiff_t * h_scale).sum()
+    backward.armed = True
+    stats = SDEStats(
+        nfe_forward=evals.nfe_drift + evals.nfe_diffusion,
+        nfe_drift=evals.nfe_drift,
+        nfe_diffusion=evals.nfe_diffusion,
+        n_accepted=len(steps),
+        n_rejected=n_rejected,
+        n_forced=0,
+        error_estimates=error_t,
+        step_sizes=step_t,
+        stiffness_estimates=stiff_t,
+        reg_error=reg_error,
+        reg_stiffness=reg_stiffness,
+        t_final=t,
+        outcome=outcome,
+        message=message,
+        initial_step=h_first if torch.is_tensor(h_first) else None,
+        step_sizes_in_graph=h_graph,
+        backward_counter=backward,
+    )
+    return torch.stack(ys, dim=0), stats

@@ -61,9 +61,37 @@ class SDEStats:
     t_final: float
     outcome: Outcome
     message: str = ""
+    # the first attempted step, as a 0-d tensor (in the graph with Embedded(step_path="initial"));
+    # None for steppings without one chosen by the solver
+    initial_step: torch.Tensor | None = None
+    # |h_j| in y's dtype in the graph (Embedded(step_path="initial")), else None
+    step_sizes_in_graph: torch.Tensor | None = None
     backward_counter: _Counter = field(default_factory=_Counter, repr=False, compare=False)
+
+    def regularizer(self, name: str, reduction: str = "sum") -> torch.Tensor | None:
+        """R over the accepted steps of X_j·|h_j|, X = E (``name="error"``) or S (``"stiffness"``).
+
+        ``reduction``: ``"sum"`` (equals ``reg_error``/``reg_stiffness``), ``"mean"`` or ``"max"``;
+        a solve without accepted steps gives 0. None when the estimate was not recorded.
+        """
+        if name not in _RECORDS:
+            raise ValueError(f"name must be one of {tuple(_RECORDS)}, got {name!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        x = getattr(self, _RECORDS[name])
+        if x is None:
+            return None
+        h = self.step_sizes_in_graph if self.step_sizes_in_graph is not None else self.step_sizes.to(x)
+        terms = x * h
+        if terms.numel() == 0:
+            return terms.sum()
+        return {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[reduction](terms)
 
     @property
     def nfe_backward(self) -> int:
         """Drift/diffusion vector-Jacobian products made by backward passes so far (0 before)."""
         return self.backward_counter.value
+
+
+_RECORDS = {"error": "error_estimates", "stiffness": "stiffness_estimates"}
+REDUCTIONS = ("sum", "mean", "max")

@@ -130,3 +130,47 @@ def propose_step(error: float, step_size: float, prev_error_ratio: float | None)
         facmin = 1.0
     factor = min(_FACMAX, max(facmin, factor))
     return step_size * factor, prev_error_ratio
+
+
+STEP_PATHS = ("detached", "initial")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Embedded(SDEStepping):
+    """Adaptive steps from an SRI scheme's natural embedded error estimate (SRIW1, SOSRI, SOSRI2).
+
+    One attempt is one SRI step: its error E (the embedding's δ·E_drift + E_noise, scaled by
+    rtol/atol, RMS over the batch) decides acceptance (E <= 1) and feeds StochasticDiffEq's PI
+    controller (v6.30.1, tag commit a1e6d374: ``src/alg_utils.jl`` and ``src/solve.jl`` defaults for
+    an order-3/2 method: beta1 7/15, beta2 4/15, gamma 0.9, qmin 0.2, qmax 9/8, qoldinit 1e-4).
+    The step never exceeds the solve's span. ``dt0=None`` starts from StochasticDiffEq's
+    initial-step heuristic (``src/initdt.jl``); the rtol/atol defaults are its own (1e-2).
+
+    ``step_path``: ``"detached"`` holds the step sequence fixed in the gradient; ``"initial"``
+    puts the initial step (from the heuristic, a function of y0 and the parameters) in the graph,
+    as StochasticDiffEq under Tracker does: a rejected attempt shrinks it by a detached factor,
+    the step proposed after an accepted one is detached, and the last step's clip to the final
+    time carries the initial step's dependence. Brownian increments are data in both modes.
+    """
+
+    rtol: float = 1e-2
+    atol: float = 1e-2
+    dt0: float | None = None
+    step_path: str = "detached"
+
+    def __post_init__(self):
+        _check_positive("Embedded", "rtol", self.rtol, allow_zero=True)
+        _check_positive("Embedded", "atol", self.atol, allow_zero=True)
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError("Embedded(rtol=0, atol=0): at least one tolerance must be > 0")
+        if self.dt0 is not None:
+            _check_positive("Embedded", "dt0", self.dt0)
+        if self.step_path not in STEP_PATHS:
+            raise ValueError(f"Embedded(step_path=...) must be one of {STEP_PATHS}, got {self.step_path!r}")
+        if self.step_path == "initial" and self.dt0 is not None:
+            raise ValueError("Embedded(step_path='initial') differentiates the initial-step heuristic; "
+                             f"it cannot be combined with a given dt0={self.dt0}")
+
+    @property
+    def estimates_error(self) -> bool:
+        return True
