@@ -63,3 +63,31 @@ def test_bad_config_and_input():
         BUILDERS["ernsde"](lam=10.0)
     with pytest.raises(ValueError, match=r"images must have shape \(batch, 1, 28, 28\).*got \(2, 100\)"):
         MNISTNSDE()(torch.zeros(2, 100))
+
+
+def test_authors_aggregation_follows_the_saving_callback():
+    from models.mnist_nsde import AUTHORS, SOSRI2_STABILITY_SIZE
+
+    torch.manual_seed(0)
+    m = BUILDERS["srnsde"](**AUTHORS["srnsde"])
+    out = m(_images())
+    st = out.stats
+    # R_E: mean over [h_0, E_1 h_1, ..., E_n h_n]; R_S: max over [1, |S_1|, ...] / 10.6
+    expected_e = (st.initial_step + (st.error_estimates * st.step_sizes.to(st.error_estimates)).sum()) / (st.n_accepted + 1)
+    assert out.metrics["R_E_authors"] == pytest.approx(float(expected_e.detach()))
+    expected_s = max(1.0, float(st.stiffness_estimates.abs().max())) / SOSRI2_STABILITY_SIZE
+    assert float(out.regularizers["stiffness"]) == pytest.approx(expected_s)
+    # Glorot init with zero biases (Flux's Dense default)
+    assert float(m.embed.bias.abs().max()) == 0.0
+    assert st.initial_step.requires_grad  # step_path="initial": the heuristic's dependence is in the graph
+
+
+def test_sri_options_are_checked():
+    with pytest.raises(ValueError, match="step_path='initial' needs an SRI scheme"):
+        MNISTNSDEConfig(scheme="milstein", step_path="initial")
+    with pytest.raises(ValueError, match="srnsde needs a stiffness estimate"):
+        MNISTNSDEConfig(variant="srnsde", scheme="sriw1")
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        MNISTNSDEConfig(aggregation="median")
+    with pytest.raises(ValueError, match="trajectories must be a positive int"):
+        build(MNISTNSDEConfig())(_images(), trajectories=0)

@@ -330,3 +330,27 @@ def test_every_authors_run_is_a_valid_command():
         for name in runs:
             c = mnist.parse_config(exp.command(group, name, None))
             assert c.preset == "authors" and c.run_name == name and c.out == exp.OUTS[group]
+
+
+def test_nsde_authors_preset_resolves_the_solver_per_variant():
+    c = mnist.parse_config(["--preset", "authors", "--model", "srnsde"])
+    assert (c.sde_scheme, c.rtol, c.atol, c.step_path, c.aggregation, c.init, c.inputs, c.eval_batch_size) == \
+        ("sosri2", 0.14, 0.14, "initial", "authors", "glorot", "unit", 512)
+    assert (c.epochs, c.batch_size, c.optimizer, c.lr, c.lr_decay) == (40, 512, "adam", 0.01, 1e-5)
+    assert mnist.parse_config(["--preset", "authors", "--model", "ernsde"]).sde_scheme == "sosri"
+    family = mnist.Registry.discover().entries["ernsde"][0]
+    e = mnist.parse_config(["--preset", "authors", "--model", "ernsde", "--sde-scheme", "sriw1"])
+    assert mnist._nsde_options(e)["scheme"] == "sriw1" and mnist._weights(e, family) == {"error": mnist.Constant(value=10.0)}
+
+
+@needs_mnist
+def test_nsde_authors_preset_run_records_its_solver_and_probes(tmp_path):
+    argv = ["--preset", "authors", "--model", "ernsde", "--data-dir", str(DATA), "--limit-train", "64",
+            "--batch-size", "32", "--limit-test", "32", "--epochs", "1", "--out", str(tmp_path), "--no-progress"]
+    assert mnist.main(argv) == 0
+    rec = json.loads((tmp_path / "ernsde_seed0.json").read_text())
+    assert (rec["config"]["sde_scheme"], rec["config"]["step_path"], rec["config"]["rtol"]) == ("sosri", "initial", 0.14)
+    (row,) = rec["history"]
+    assert row["probes"]["nfe_drift_train_first"] >= 6 and row["probes"]["predict_s_train_first"] > 0
+    assert row["metrics"]["R_E_authors"] == pytest.approx(row["regularizers"]["error"])
+    assert row["weights"]["error"] == 10.0
