@@ -30,7 +30,7 @@ def test_quick_run_reports_each_integrator_with_its_own_calls_and_the_tests_it_p
     import torch
 
     r = next(r for r in rows if r["integrator"] == "vcab3" and r["ode_tolerances"] == "papers'")
-    st = SteadyState(solver=_bench_steady.INTEGRATORS["vcab3"], rtol=tol, atol=1e-12, criterion="batch",
+    st = SteadyState(solver=_bench_steady.INTEGRATORS["vcab3"], rtol=tol, atol=1e-12, stopping_test="batch",
                      max_steps=max_steps, ode_rtol=r["ode_rtol"], ode_atol=r["ode_atol"]).solve(
         f, torch.zeros(cfg.batch, *shape)).stats
     assert st.nfe == r["nfe"]

@@ -30,8 +30,8 @@ def test_continuous_deq_reaches_the_discrete_fixed_point_and_gradient(block):
     else:
         f, x, zs = Conv(), torch.randn(2, 4, 5, 5, dtype=F64), (4, 5, 5)
     back = ImplicitBackward(solver=GMRES(tol=1e-12, abs_tol=0.0, max_iter=60))
-    z_c, st_c = DEQ(f, solver=SteadyState(solver=Dopri5(), rtol=1e-9, atol=1e-12), backward=back)(x, z_shape=zs)
-    z_d, st_d = DEQ(f, solver=NewtonKrylov(tol=1e-12, abs_tol=1e-14), backward=back)(x, z_shape=zs)
+    z_c, st_c = DEQ(f, solver=SteadyState(solver=Dopri5(), rtol=1e-9, atol=1e-12), gradient=back)(x, z_shape=zs)
+    z_d, st_d = DEQ(f, solver=NewtonKrylov(tol=1e-12, abs_tol=1e-14), gradient=back)(x, z_shape=zs)
     assert st_c.outcome is Outcome.SUCCESSFUL and st_d.outcome is Outcome.SUCCESSFUL
     torch.testing.assert_close(z_c, z_d, rtol=1e-7, atol=1e-8)
     w = torch.randn_like(z_d)
@@ -85,12 +85,12 @@ def test_bad_options():
         SteadyState(max_steps=0)
 
 
-def test_batch_criterion_tests_the_batch_norm_and_still_reports_each_sample():
+def test_batch_stopping_test_tests_the_batch_norm_and_still_reports_each_sample():
     f = two_speed_problem()
     z0 = torch.zeros(2, 6, dtype=F64)
     rtol = 1e-3
     per_sample = SteadyState(rtol=rtol, atol=1e-12, ode_atol=1e-8).solve(f, z0)
-    batch = SteadyState(rtol=rtol, atol=1e-12, ode_atol=1e-8, criterion="batch").solve(f, z0)
+    batch = SteadyState(rtol=rtol, atol=1e-12, ode_atol=1e-8, stopping_test="batch").solve(f, z0)
     assert per_sample.stats.outcome is Outcome.SUCCESSFUL and batch.stats.outcome is Outcome.SUCCESSFUL
     assert batch.stats.n_iter < per_sample.stats.n_iter
     # independent check of what each solve promised, from the returned z
@@ -131,8 +131,11 @@ def test_integrator_tolerances_are_separate_from_the_stopping_test():
 
 
 def test_bad_steady_state_options_name_the_argument():
-    with pytest.raises(ValueError, match="SteadyState: criterion must be 'per_sample' or 'batch', got 'mean'"):
-        SteadyState(criterion="mean")
+    with pytest.raises(ValueError, match="SteadyState: stopping_test must be 'per_sample' or 'batch', got 'mean'"):
+        SteadyState(stopping_test="mean")
+    # the old keyword still builds the same solver for one release, and says which name to use
+    with pytest.warns(DeprecationWarning, match="SteadyState: criterion= is deprecated, use stopping_test="):
+        assert SteadyState(criterion="batch", rtol=1e-3) == SteadyState(stopping_test="batch", rtol=1e-3)
     with pytest.raises(ValueError, match="SteadyState: ode_atol must be a positive finite number, got 0"):
         SteadyState(ode_atol=0)
     with pytest.raises(ValueError, match="SteadyState: ode_rtol must be a positive finite number, got -1"):
@@ -148,8 +151,8 @@ def test_adams_steady_state_matches_the_linear_solve_and_newtons_fixed_point_and
     cell, x = Dense(), torch.randn(3, 5, dtype=F64)
     back = ImplicitBackward(solver=GMRES(tol=1e-12, abs_tol=0.0, max_iter=60))
     steady = SteadyState(solver=integrator, rtol=1e-8, atol=1e-12, max_steps=20_000)
-    z_c, st_c = DEQ(cell, solver=steady, backward=back)(x, z_shape=(6,))
-    z_d, st_d = DEQ(cell, solver=NewtonKrylov(tol=1e-12, abs_tol=1e-14), backward=back)(x, z_shape=(6,))
+    z_c, st_c = DEQ(cell, solver=steady, gradient=back)(x, z_shape=(6,))
+    z_d, st_d = DEQ(cell, solver=NewtonKrylov(tol=1e-12, abs_tol=1e-14), gradient=back)(x, z_shape=(6,))
     assert st_c.outcome is Outcome.SUCCESSFUL and st_d.outcome is Outcome.SUCCESSFUL
     torch.testing.assert_close(z_c, z_d, rtol=1e-6, atol=1e-7)
     # backprop through the whole integration tends to the implicit gradient at the steady state

@@ -92,7 +92,7 @@ def test_implicit_gradient_equals_converged_unrolled_gradient(block, solver, adj
     params = [x, *f.parameters()]
     ref = unrolled_reference(f, x, zs)
     g_ref = grads(ref, params, weight)
-    layer = DEQ(f, solver=solver, backward=ImplicitBackward(solver=adjoint))
+    layer = DEQ(f, solver=solver, gradient=ImplicitBackward(solver=adjoint))
     z, stats = layer(x, z_shape=zs)
     assert stats.outcome is Outcome.SUCCESSFUL
     assert stats.nfe_backward == 0
@@ -113,7 +113,7 @@ def test_implicit_backward_passes_float64_gradcheck(block):
         f, x, zs = Conv(c=2), torch.randn(1, 2, 3, 3, dtype=F64), (2, 3, 3)
         pname = "f.conv.weight"
     layer = DEQ(f, solver=NewtonKrylov(max_iter=30, **TIGHT),
-                backward=ImplicitBackward(solver=GMRES(tol=1e-13, abs_tol=0.0, max_iter=60)))
+                gradient=ImplicitBackward(solver=GMRES(tol=1e-13, abs_tol=0.0, max_iter=60)))
     p0 = dict(layer.named_parameters())[pname].detach().clone()
 
     def fn(x, p):
@@ -129,7 +129,7 @@ def test_jacobian_free_and_phantom_backward_against_implicit():
     solver = NewtonKrylov(**TIGHT)
 
     def run(backward):
-        z, stats = DEQ(f, solver=solver, backward=backward)(x, z_shape=(6,))
+        z, stats = DEQ(f, solver=solver, gradient=backward)(x, z_shape=(6,))
         g = grads(z, params, weight)
         return torch.cat([t.flatten() for t in g]), stats
 
@@ -149,13 +149,13 @@ def test_unrolled_backward_agrees_and_needs_fixed_point():
     f, x = Dense(), torch.randn(3, 5, dtype=F64)
     weight = torch.randn(3, 6, dtype=F64)
     params = list(f.parameters())
-    z_u, st_u = DEQ(f, solver=FixedPoint(max_iter=300, **TIGHT), backward=Unrolled())(x, z_shape=(6,))
+    z_u, st_u = DEQ(f, solver=FixedPoint(max_iter=300, **TIGHT), gradient=Unrolled())(x, z_shape=(6,))
     z_i, _ = DEQ(f, solver=FixedPoint(max_iter=300, **TIGHT))(x, z_shape=(6,))
     for a, b in zip(grads(z_u, params, weight), grads(z_i, params, weight)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     assert st_u.nfe_backward == st_u.n_iter
     with pytest.raises(TypeError, match=r"Unrolled\(\) backward needs solver=FixedPoint"):
-        DEQ(f, solver=Anderson(), backward=Unrolled())(x, z_shape=(6,))
+        DEQ(f, solver=Anderson(), gradient=Unrolled())(x, z_shape=(6,))
 
 
 def saved_bytes(fn):
@@ -178,7 +178,7 @@ def test_implicit_backward_memory_is_flat_in_iteration_count():
     for n in (5, 20, 60):
         solver = FixedPoint(tol=1e-30, abs_tol=0.0, max_iter=n)  # runs exactly n iterations
         for name, backward in (("implicit", ImplicitBackward()), ("unrolled", Unrolled())):
-            sizes[name, n] = saved_bytes(lambda: DEQ(f, solver=solver, backward=backward)(x, z_shape=(32,)))
+            sizes[name, n] = saved_bytes(lambda: DEQ(f, solver=solver, gradient=backward)(x, z_shape=(32,)))
     assert sizes["implicit", 5] == sizes["implicit", 20] == sizes["implicit", 60] > 0
     assert sizes["unrolled", 60] > 2.5 * sizes["unrolled", 20] > 2.5 * 3 * sizes["unrolled", 5] / 3.5
     assert sizes["unrolled", 20] > 5 * sizes["implicit", 20]
@@ -333,6 +333,28 @@ def test_nonfinite_f_raises_naming_the_iteration():
         DEQ(Blowup(), solver=FixedPoint())(torch.ones(2, 3))
 
 
+def test_backward_keyword_is_a_deprecated_alias_of_gradient():
+    torch.manual_seed(0)
+    f, x = Dense(), torch.randn(3, 5, dtype=F64)
+    weight = torch.randn(3, 6, dtype=F64)
+    strategy = ImplicitBackward(solver=GMRES(tol=1e-12, abs_tol=0.0))
+    new = DEQ(f, solver=NewtonKrylov(**TIGHT), gradient=strategy)
+    with pytest.warns(DeprecationWarning, match="DEQ: backward= is deprecated, use gradient="):
+        old = DEQ(f, solver=NewtonKrylov(**TIGHT), backward=strategy)
+    assert old.gradient is strategy
+    (z_new, st_new), (z_old, st_old) = new(x, z_shape=(6,)), old(x, z_shape=(6,))
+    g_new = grads(z_new, list(f.parameters()), weight)
+    g_old = grads(z_old, list(f.parameters()), weight)
+    assert torch.equal(z_new, z_old) and st_new.nfe_forward == st_old.nfe_forward
+    assert st_new.nfe_backward == st_old.nfe_backward > 0
+    for a, b in zip(g_new, g_old):
+        assert torch.equal(a, b)
+    with pytest.warns(DeprecationWarning, match=r"DEQ\.backward is deprecated, read DEQ\.gradient"):
+        assert old.backward is strategy
+    with pytest.raises(TypeError, match="DEQ: got backward=.* and gradient=.*pass gradient= only"):
+        DEQ(f, gradient=Unrolled(), backward=strategy)
+
+
 def test_shape_mismatch_and_bad_arguments():
     class Wrong(nn.Module):
         def forward(self, z, x):
@@ -346,8 +368,8 @@ def test_shape_mismatch_and_bad_arguments():
         DEQ(lambda z, x: z)
     with pytest.raises(TypeError, match="solver must be one of"):
         DEQ(Dense(), solver="broyden")
-    with pytest.raises(TypeError, match="backward must be one of"):
-        DEQ(Dense(), backward=GMRES())
+    with pytest.raises(TypeError, match="gradient must be one of"):
+        DEQ(Dense(), gradient=GMRES())
     with pytest.raises(TypeError, match="ImplicitBackward: solver must be an AdjointSolver"):
         ImplicitBackward(solver=NewtonKrylov())
     with pytest.raises(TypeError, match="unexpected keyword argument"):

@@ -48,12 +48,12 @@ def two_speed_problem():
 
 
 @pytest.mark.parametrize("cls", [FixedPoint, Anderson, Broyden, NewtonKrylov])
-def test_batch_criterion_tests_the_batch_norm_and_still_reports_each_sample(cls):
+def test_batch_stopping_test_tests_the_batch_norm_and_still_reports_each_sample(cls):
     f = two_speed_problem()
     z0 = torch.zeros(2, 6, dtype=torch.float64)
     tol = 1e-3
     per_sample = cls(tol=tol, abs_tol=0.0).solve(f, z0)
-    batch = cls(tol=tol, abs_tol=0.0, criterion="batch").solve(f, z0)
+    batch = cls(tol=tol, abs_tol=0.0, stopping_test="batch").solve(f, z0)
     assert per_sample.stats.outcome is Outcome.SUCCESSFUL and batch.stats.outcome is Outcome.SUCCESSFUL
     assert batch.stats.n_iter < per_sample.stats.n_iter and batch.stats.nfe < per_sample.stats.nfe
     for sol in (per_sample, batch):  # independent residuals of the returned z
@@ -71,19 +71,36 @@ def test_batch_criterion_tests_the_batch_norm_and_still_reports_each_sample(cls)
 
 
 @pytest.mark.parametrize("name", SOLVERS)
-def test_per_sample_criterion_is_the_default(name):
+def test_per_sample_stopping_test_is_the_default(name):
     f, z_star = linear_problem()
     solver = SOLVERS[name]
     a = solver.solve(f, torch.zeros_like(z_star))
-    b = dataclasses.replace(solver, criterion="per_sample").solve(f, torch.zeros_like(z_star))
-    assert solver.criterion == "per_sample"
+    b = dataclasses.replace(solver, stopping_test="per_sample").solve(f, torch.zeros_like(z_star))
+    assert solver.stopping_test == "per_sample"
     assert torch.equal(a.z, b.z) and a.stats.nfe == b.stats.nfe and a.stats.history == b.stats.history
 
 
-def test_batch_criterion_failure_names_the_batch_residual():
+@pytest.mark.parametrize("name", SOLVERS)
+def test_criterion_is_a_deprecated_alias_of_stopping_test(name):
     f = two_speed_problem()
     z0 = torch.zeros(2, 6, dtype=torch.float64)
-    sol = FixedPoint(tol=1e-8, abs_tol=0.0, max_iter=3, criterion="batch").solve(f, z0)
+    cls = type(SOLVERS[name])
+    new = cls(tol=1e-3, stopping_test="batch")
+    with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}: criterion= is deprecated, use stopping_test="):
+        old = cls(tol=1e-3, criterion="batch")
+    assert old == new  # the same solver object, field for field
+    a, b = old.solve(f, z0), new.solve(f, z0)
+    assert torch.equal(a.z, b.z) and a.stats.nfe == b.stats.nfe and a.stats.history == b.stats.history
+    with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}\.criterion is deprecated, read {cls.__name__}\.stopping_test"):
+        assert old.criterion == "batch"
+    with pytest.raises(TypeError, match=r"got criterion='batch' and stopping_test='per_sample'.*pass stopping_test= only"):
+        cls(criterion="batch", stopping_test="per_sample")
+
+
+def test_batch_stopping_test_failure_names_the_batch_residual():
+    f = two_speed_problem()
+    z0 = torch.zeros(2, 6, dtype=torch.float64)
+    sol = FixedPoint(tol=1e-8, abs_tol=0.0, max_iter=3, stopping_test="batch").solve(f, z0)
     assert sol.stats.outcome is Outcome.NOT_CONVERGED
     assert f"batch relative residual {sol.stats.history[-1]:.3e}" in sol.stats.message
 
@@ -243,8 +260,8 @@ def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="memory must be an int >= 1"):
         Broyden(memory=0)
     for cls in (FixedPoint, Anderson, Broyden, NewtonKrylov):
-        with pytest.raises(ValueError, match=f"{cls.__name__}: criterion must be 'per_sample' or 'batch', got 'max'"):
-            cls(criterion="max")
+        with pytest.raises(ValueError, match=f"{cls.__name__}: stopping_test must be 'per_sample' or 'batch', got 'max'"):
+            cls(stopping_test="max")
     with pytest.raises(TypeError, match="unexpected keyword argument 'restart'"):
         NewtonKrylov(restart=5)
     with pytest.raises(TypeError):

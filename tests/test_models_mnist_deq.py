@@ -140,9 +140,9 @@ def test_continuous_steady_state_tests():
     per_sample.load_state_dict(batch.state_dict())
     # the papers' test: one batch-wide relative residual; Tsit5 at rtol = tol, atol = tol / 10
     s = batch.deq.solver
-    assert isinstance(s, SteadyState) and s.criterion == "batch" and s.rtol == s.ode_rtol == 0.005
+    assert isinstance(s, SteadyState) and s.stopping_test == "batch" and s.rtol == s.ode_rtol == 0.005
     assert s.ode_atol == pytest.approx(0.0005) and isinstance(s.solver, Tsit5)
-    assert per_sample.deq.solver.criterion == "per_sample"
+    assert per_sample.deq.solver.stopping_test == "per_sample"
     with torch.no_grad():
         x = batch.embed(images.flatten(1))
         zb, sb = batch.deq(x)

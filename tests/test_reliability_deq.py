@@ -216,7 +216,7 @@ def backward_through_a_failed_solve_is_refused():
     A, b, _ = contraction(3, 5, 0.9, seed=3)
     x = b.clone().requires_grad_(True)
     for back in (ImplicitBackward(), JacobianFreeBackward(), PhantomGradient(k=2)):
-        z, st = DEQ(Cell(affine(A)), solver=FixedPoint(tol=1e-12, max_iter=2), backward=back)(x)
+        z, st = DEQ(Cell(affine(A)), solver=FixedPoint(tol=1e-12, max_iter=2), gradient=back)(x)
         assert st.outcome is Outcome.NOT_CONVERGED
         err = raises(lambda: z.sum().backward(), SolverError, "DEQ backward refused", "differentiate_failed=True",
                      "max_iter=2")
@@ -282,12 +282,12 @@ def broyden_on_a_shift_without_fixed_point():
 
 
 @BATTERY.failure
-def broyden_batch_criterion_with_one_runaway_sample():
+def broyden_batch_stopping_test_with_one_runaway_sample():
     # with one norm over the batch, a runaway sample used to dominate and pass the batch test
     shift = torch.tensor([[0.0], [0.0], [1.5]], dtype=F64)
     x = torch.randn(3, 4, dtype=F64)
     fn = lambda z, x: torch.where(shift > 0, z + shift + 0.5 * torch.sin(z), 0.5 * torch.tanh(z) + x)  # noqa: E731
-    sol = fail_both(Broyden(criterion="batch"), fn, x, Outcome.DIVERGED, "1 of 3 samples ran away")
+    sol = fail_both(Broyden(stopping_test="batch"), fn, x, Outcome.DIVERGED, "1 of 3 samples ran away")
     assert not bool(sol.stats.converged[2])
 
 
@@ -327,11 +327,11 @@ def steady_state_flow_without_rest_point():
 
 
 @BATTERY.failure
-def steady_state_batch_criterion_with_a_runaway_sample():
+def steady_state_batch_stopping_test_with_a_runaway_sample():
     x = torch.tensor([[0.5, -0.5], [0.0, 0.0]], dtype=F64)
     shift = torch.tensor([[0.0], [1.0]], dtype=F64)
     fn = lambda z, x: torch.where(shift > 0, z + shift, 0.5 * z + x)  # noqa: E731
-    fail_both(SteadyState(criterion="batch", t_max=1e6, max_steps=20_000), fn, x, Outcome.DIVERGED, "1 of 2")
+    fail_both(SteadyState(stopping_test="batch", t_max=1e6, max_steps=20_000), fn, x, Outcome.DIVERGED, "1 of 2")
 
 
 @BATTERY.failure
@@ -480,7 +480,7 @@ def deq_value_and_gradient_match_the_dense_implicit_function():
     x = b.clone().requires_grad_(True)
     for cls in (Broyden, Anderson, NewtonKrylov):
         x.grad = None
-        z, st = DEQ(Cell(affine(A)), solver=tight(cls), backward=ImplicitBackward(solver=GMRES(tol=1e-12)))(x)
+        z, st = DEQ(Cell(affine(A)), solver=tight(cls), gradient=ImplicitBackward(solver=GMRES(tol=1e-12)))(x)
         assert st.outcome is Outcome.SUCCESSFUL
         torch.testing.assert_close(z, z_star, rtol=1e-8, atol=1e-8)
         z.sum().backward()
@@ -499,7 +499,7 @@ def unrolled_backward_of_a_short_solve_is_the_exact_gradient_of_its_iterations()
     expected = (one + At @ one + At @ (At @ one)).squeeze(-1)
     for opt_in in (False, True):
         x = b.clone().requires_grad_(True)
-        layer = DEQ(Cell(affine(A)), solver=FixedPoint(tol=1e-12, max_iter=3), backward=Unrolled(),
+        layer = DEQ(Cell(affine(A)), solver=FixedPoint(tol=1e-12, max_iter=3), gradient=Unrolled(),
                     differentiate_failed=opt_in)
         z, st = layer(x)
         assert st.outcome is Outcome.NOT_CONVERGED
@@ -533,7 +533,7 @@ def groupnorm_cell_converges_without_warning():
     fn = lambda z, x: gn(torch.tanh(conv(z)) + x)  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        z, st = DEQ(Cell(fn), solver=NewtonKrylov(tol=1e-9, abs_tol=0.0), backward=JacobianFreeBackward())(x)
+        z, st = DEQ(Cell(fn), solver=NewtonKrylov(tol=1e-9, abs_tol=0.0), gradient=JacobianFreeBackward())(x)
     assert st.outcome is Outcome.SUCCESSFUL
     # checked by its own residual and against a second, independent solver
     torch.testing.assert_close(fn(z, x), z, rtol=1e-7, atol=1e-7)

@@ -7,12 +7,14 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from implicit.deq._renamed import renamed_keyword
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_criterion, check_growth, check_int,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, bview, check_stopping_test, check_growth, check_int,
     check_nonnegative, check_start, check_tolerances, check_unit, combine, finish, project,
 )
 
 
+@renamed_keyword("criterion", "stopping_test")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Anderson(RootSolver):
     """Anderson mixing over the last ``m`` iterates.
@@ -22,14 +24,14 @@ class Anderson(RootSolver):
     does not swamp the fit as residuals shrink), then mixes
     z ← β Σ αᵢ f(zᵢ) + (1 − β) Σ αᵢ zᵢ.
 
-    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    ``stopping_test="batch"`` ends the solve when the whole batch, as one vector, passes the residual
     test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 50
-    criterion: str = "per_sample"
+    stopping_test: str = "per_sample"
     m: int = 5
     beta: float = 1.0
     lam: float = 1e-4
@@ -37,7 +39,7 @@ class Anderson(RootSolver):
 
     def __post_init__(self):
         check_tolerances("Anderson", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
-        check_criterion("Anderson", self.criterion)
+        check_stopping_test("Anderson", self.stopping_test)
         check_int("Anderson", "m", self.m, minimum=1, what="history size")
         check_unit("Anderson", "beta", self.beta, what="mixing")
         check_nonnegative("Anderson", "lam", self.lam)
@@ -46,7 +48,7 @@ class Anderson(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0, "Anderson")
         ev = Evaluator(f, z0, "Anderson")
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, stopping_test=self.stopping_test, max_growth=self.max_growth)
         B, m = z0.shape[0], self.m
         d = z0[0].numel()
         # only slots already written are ever read, so no zero fill

@@ -157,7 +157,9 @@ class _ImplicitGrad(torch.autograd.Function):
 
         g, st = ctx.adjoint.solve(vjp, v)
         rec = ctx.record
-        rec.nfe += st.n_matvec + 1
+        # the adjoint solve's products plus the final VJP that carries g on to θ and x, counted
+        # through the same tally as every other strategy (implicit._counting)
+        rec.add_backward(st.n_matvec + 1)
         rec.n_iter = st.n_iter
         rec.residual = st.residual
         rec.outcome = Outcome.SUCCESSFUL if bool(st.converged.all()) else Outcome.NOT_CONVERGED

@@ -7,8 +7,9 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from implicit.deq._renamed import renamed_keyword
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_growth, check_int,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_stopping_test, check_growth, check_int,
     check_start, check_tolerances, combine, finish, project,
 )
 
@@ -18,6 +19,7 @@ def _lowrank(P: Tensor, Q: Tensor, v: Tensor) -> Tensor:
     return combine(project(Q, v), P)
 
 
+@renamed_keyword("criterion", "stopping_test")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Broyden(RootSolver):
     """Quasi-Newton with a low-rank inverse Jacobian of g = f − id, started at −I.
@@ -25,27 +27,27 @@ class Broyden(RootSolver):
     The inverse is kept as −I + Σ uᵢ vᵢᵀ over the last ``memory`` updates (oldest dropped
     first), so one step costs one f call and O(memory·d) per sample. Full steps, no line search.
 
-    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    ``stopping_test="batch"`` ends the solve when the whole batch, as one vector, passes the residual
     test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 50
-    criterion: str = "per_sample"
+    stopping_test: str = "per_sample"
     memory: int = 20
     max_growth: float | None = 1e3
 
     def __post_init__(self):
         check_tolerances("Broyden", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
-        check_criterion("Broyden", self.criterion)
+        check_stopping_test("Broyden", self.stopping_test)
         check_int("Broyden", "memory", self.memory, minimum=1)
         check_growth("Broyden", self.max_growth)
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0, "Broyden")
         ev = Evaluator(f, z0, "Broyden")
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, stopping_test=self.stopping_test, max_growth=self.max_growth)
         B, m = z0.shape[0], self.memory
         d = z0[0].numel()
         tiny = torch.finfo(z0.dtype).tiny

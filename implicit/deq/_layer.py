@@ -1,4 +1,4 @@
-"""The DEQ layer: z* = f(z*, x), solved by a root solver, differentiated by a backward strategy."""
+"""The DEQ layer: z* = f(z*, x), solved by a root solver, differentiated by a gradient strategy."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from implicit.deq._backward import BackwardRecord, Backward, ImplicitBackward
 from implicit.deq._init import Initializer, ZeroInit
 from implicit.deq._jacobian import JacobianRegularizer
 from implicit.deq._newton_krylov import NewtonKrylov
+from implicit.deq._renamed import renamed_keyword
 from implicit.deq._root import DTYPES, RootSolver, check_bool
 
 
@@ -42,6 +43,7 @@ class DEQStats:
         return self.backward.nfe
 
 
+@renamed_keyword("backward", "gradient")
 class DEQ(nn.Module):
     """Deep equilibrium layer: returns (z_out, stats) with z_out ≈ z* = f(z*, x).
 
@@ -50,6 +52,13 @@ class DEQ(nn.Module):
     per-sample shape (e.g. ``z_shape=(128,)`` for a 784-feature x). ``z_out`` is f(z*, x) for
     ``ImplicitBackward``/``JacobianFreeBackward``, the last phantom step for ``PhantomGradient``
     and the last iterate for ``Unrolled``.
+
+    ``gradient`` says how gradients are computed, the keyword ``NeuralODE`` uses for the same idea
+    (``backward=`` is its deprecated alias for one release). Example::
+
+        layer = DEQ(cell, solver=Broyden(tol=1e-4), gradient=ImplicitBackward(solver=GMRES(tol=1e-4)))
+        z, stats = layer(x)
+        stats.nfe_forward, stats.residual.max(), stats.outcome
 
     Failure: samples that miss the tolerance are flagged in ``stats.converged`` and
     ``stats.outcome``; with ``throw=True`` that raises :class:`SolverError` with advice.
@@ -75,7 +84,7 @@ class DEQ(nn.Module):
         f: nn.Module,
         *,
         solver: RootSolver = NewtonKrylov(),
-        backward: Backward = ImplicitBackward(),
+        gradient: Backward = ImplicitBackward(),
         init: Initializer = ZeroInit(),
         jacobian_reg: JacobianRegularizer | None = None,
         throw: bool = False,
@@ -86,7 +95,7 @@ class DEQ(nn.Module):
             raise TypeError(f"DEQ: f must be an nn.Module called as f(z, x), got {type(f).__name__}")
         for name, value, cls, hint in (
             ("solver", solver, RootSolver, "NewtonKrylov(), Broyden(), Anderson(), FixedPoint(), SteadyState()"),
-            ("backward", backward, Backward,
+            ("gradient", gradient, Backward,
              "ImplicitBackward(), JacobianFreeBackward(), PhantomGradient(), Unrolled()"),
             ("init", init, Initializer, "ZeroInit(), SkipInit(g), SkipRegInit()"),
         ):
@@ -100,7 +109,7 @@ class DEQ(nn.Module):
         check_bool("DEQ", "differentiate_failed", differentiate_failed)
         self.f = f
         self.solver = solver
-        self.backward = backward
+        self.gradient = gradient
         self.init = init
         self.jacobian_reg = jacobian_reg
         self.throw = throw
@@ -110,7 +119,7 @@ class DEQ(nn.Module):
         self.init_net = init.module()
 
     def extra_repr(self) -> str:
-        return (f"solver={self.solver}, backward={self.backward}, init={self.init}, jacobian_reg={self.jacobian_reg}"
+        return (f"solver={self.solver}, gradient={self.gradient}, init={self.init}, jacobian_reg={self.jacobian_reg}"
                 + (", differentiate_failed=True" if self.differentiate_failed else ""))
 
     def forward(self, x: Tensor, z_shape: tuple[int, ...] | None = None) -> tuple[Tensor, DEQStats]:
@@ -135,13 +144,13 @@ class DEQ(nn.Module):
 
         start = self.init.start(self.f, x, shape)
         record = BackwardRecord()
-        att = self.backward.run(self.solver, f_x, start.z0.detach(), record)
+        att = self.gradient.run(self.solver, f_x, start.z0.detach(), record)
         st = att.solution.stats
         nfe = st.nfe + start.nfe + att.extra_nfe
         if st.outcome is Outcome.NONFINITE:
             raise SolverError(f"DEQ forward solve stopped: {st.message}", st.outcome, st)
         out = att.out
-        if not st.outcome.ok and self.backward.assumes_fixed_point and not self.differentiate_failed \
+        if not st.outcome.ok and self.gradient.assumes_fixed_point and not self.differentiate_failed \
                 and out.requires_grad:
             out = _RefuseBackward.apply(out, st)
         skip_loss = None

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from implicit.deq._gmres import gmres
+from implicit.deq._renamed import renamed_keyword
 from implicit.deq._root import (
     Evaluator,
     Fn,
@@ -19,7 +20,7 @@ from implicit.deq._root import (
     bview,
     check_bool,
     check_choice,
-    check_criterion,
+    check_stopping_test,
     check_growth,
     check_int,
     check_start,
@@ -101,6 +102,7 @@ class _FiniteDifferenceLinearization(_Linearization):
 _LINEARIZATIONS = {"autodiff": _AutodiffLinearization, "finite_difference": _FiniteDifferenceLinearization}
 
 
+@renamed_keyword("criterion", "stopping_test")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NewtonKrylov(RootSolver):
     """Inexact Newton on g(z) = f(z) − z, each step solving (I − ∂f/∂z) Δ = f(z) − z by GMRES.
@@ -131,14 +133,14 @@ class NewtonKrylov(RootSolver):
     For Newton's own quadratic tail at tight float64 tolerances, pass
     ``jvp="autodiff", fixed_point_steps=0``.
 
-    ``criterion="batch"`` ends the solve when the whole batch, as one vector, passes the residual
+    ``stopping_test="batch"`` ends the solve when the whole batch, as one vector, passes the residual
     test instead of every sample (see ``implicit.deq._root``).
     """
 
     tol: float = 1e-4
     abs_tol: float = 1e-8
     max_iter: int = 30
-    criterion: str = "per_sample"
+    stopping_test: str = "per_sample"
     gmres_tol: float = 0.1
     gmres_restart: int = 10
     gmres_max_iter: int = 30
@@ -150,7 +152,7 @@ class NewtonKrylov(RootSolver):
 
     def __post_init__(self):
         check_tolerances("NewtonKrylov", tol=self.tol, abs_tol=self.abs_tol, max_iter=self.max_iter)
-        check_criterion("NewtonKrylov", self.criterion)
+        check_stopping_test("NewtonKrylov", self.stopping_test)
         check_unit("NewtonKrylov", "gmres_tol", self.gmres_tol, closed=False)
         check_int("NewtonKrylov", "gmres_restart", self.gmres_restart, minimum=1)
         check_int("NewtonKrylov", "gmres_max_iter", self.gmres_max_iter, minimum=1)
@@ -163,7 +165,7 @@ class NewtonKrylov(RootSolver):
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0, "NewtonKrylov")
         ev = Evaluator(f, z0, "NewtonKrylov")
-        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, criterion=self.criterion, max_growth=self.max_growth)
+        mon = Monitor(tol=self.tol, abs_tol=self.abs_tol, stopping_test=self.stopping_test, max_growth=self.max_growth)
         z = z0.detach()
         fz, lin = self._evaluate(ev, z, plain=self.fixed_point_steps > 0)
         n_iter = 0

@@ -4,7 +4,7 @@ A root solver looks for z* with f(z*) = z* on a batch (batch first, any trailing
 are independent: f must not mix samples (GroupNorm is fine, BatchNorm in training mode is not).
 Each sample stops on its own relative residual ``‖f(z) − z‖ / ‖f(z)‖ ≤ tol`` or absolute
 residual ``‖f(z) − z‖ ≤ abs_tol``; a sample that has converged stops changing. The solve ends when
-every sample has converged (``criterion="per_sample"``) or, with ``criterion="batch"``, when the
+every sample has converged (``stopping_test="per_sample"``) or, with ``stopping_test="batch"``, when the
 whole batch taken as one vector passes the same test: the test of solvers that treat the batch as
 one system (DEQ.jl flattens the batch into one state; MDEQ's Broyden takes one norm over the
 batch), cheaper, but single samples may stay above tol, which ``stats.converged`` and
@@ -40,7 +40,7 @@ class RootStats:
     ``nfe`` counts batched calls of f plus Jacobian-vector products (``n_jvp`` of them).
     ``residual`` is the per-sample relative residual ‖f(z) − z‖ / ‖f(z)‖ of the returned z;
     ``history`` the largest per-sample relative residual after each iteration (index 0 = start);
-    for a solver stopping on the batch criterion (``criterion="batch"``), the batch's.
+    for a solver stopping on the batch test (``stopping_test="batch"``), the batch's.
     """
 
     nfe: int
@@ -120,12 +120,15 @@ def check_tolerances(owner: str, *, tol: float, abs_tol: float, max_iter: int) -
     check_int(owner, "max_iter", max_iter, minimum=0)
 
 
-CRITERIA = ("per_sample", "batch")
+# when a solve stops: "per_sample" when every sample passes the residual test, "batch" when the
+# whole batch taken as one vector does. One name, ``stopping_test``, across solvers, models and CLIs
+# (``criterion=`` is its deprecated alias on the solvers, see implicit.deq._renamed).
+STOPPING_TESTS = ("per_sample", "batch")
 
 
-def check_criterion(owner: str, criterion: object) -> None:
-    if criterion not in CRITERIA:
-        raise ValueError(f"{owner}: criterion must be 'per_sample' or 'batch', got {criterion!r}")
+def check_stopping_test(owner: str, stopping_test: object) -> None:
+    if not (isinstance(stopping_test, str) and stopping_test in STOPPING_TESTS):
+        raise ValueError(f"{owner}: stopping_test must be 'per_sample' or 'batch', got {stopping_test!r}")
 
 
 # the solvers' linear algebra (QR in GMRES, LU in Anderson) has no half-precision kernels, and a
@@ -223,8 +226,8 @@ class Check:
     """One residual test of the batch.
 
     ``conv``: samples that pass the test and have not run away; ``frozen``: samples a solver
-    must stop moving (converged or diverged); ``done``: the solve ends (the criterion passed, or
-    every sample is frozen); ``passed``: it ends successfully (criterion passed, none diverged).
+    must stop moving (converged or diverged); ``done``: the solve ends (the stopping test passed,
+    or every sample is frozen); ``passed``: it ends successfully (test passed, none diverged).
     """
 
     rel: Tensor
@@ -244,14 +247,14 @@ class Monitor:
     rest of the solve and never counted converged. None disables the guard.
     """
 
-    def __init__(self, *, tol: float, abs_tol: float, criterion: str = "per_sample",
+    def __init__(self, *, tol: float, abs_tol: float, stopping_test: str = "per_sample",
                  max_growth: float | None = None):
         self.tol = tol
         self.abs_tol = abs_tol
-        # criterion "batch": "all converged" means the residual of the whole batch, as one vector, passes
-        # the test (the criterion of solvers that treat the batch as one system or ODE state);
+        # stopping test "batch": "all converged" means the residual of the whole batch, as one vector,
+        # passes the test (the test of solvers that treat the batch as one system or ODE state);
         # the per-sample residuals and flags are still computed and reported as they are.
-        self.batch = criterion == "batch"
+        self.batch = stopping_test == "batch"
         self.max_growth = max_growth
         self.history: list[float] = []
         self.start_scale: Tensor | None = None

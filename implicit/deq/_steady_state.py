@@ -8,13 +8,15 @@ import torch
 from torch import Tensor
 
 from implicit._outcome import Outcome
+from implicit.deq._renamed import renamed_keyword
 from implicit.deq._root import (
-    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_criterion, check_growth, check_int,
+    Evaluator, Fn, Monitor, RootSolution, RootSolver, check_stopping_test, check_growth, check_int,
     check_positive, check_start, finish,
 )
 from implicit.ode import AbstractAdamsSolver, AbstractAdaptiveSolver, Tsit5, odeint
 
 
+@renamed_keyword("criterion", "stopping_test")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SteadyState(RootSolver):
     """Integrates dz/dt = f(z, x) − z from z₀ with an adaptive ODE solver until it settles.
@@ -25,8 +27,8 @@ class SteadyState(RootSolver):
 
     Stops after the first accepted step that passes the steady-state test ‖dz‖ ≤ rtol·‖dz + z‖
     or ‖dz‖ ≤ atol (dz + z = f(z), so this is the relative-residual test of the discrete
-    solvers). ``criterion="per_sample"`` (default) requires it of every sample;
-    ``criterion="batch"`` applies it once to the whole batch as one vector, the test of
+    solvers). ``stopping_test="per_sample"`` (default) requires it of every sample;
+    ``stopping_test="batch"`` applies it once to the whole batch as one vector, the test of
     steady-state solvers that integrate the batch as one ODE state (the continuous-DEQ papers'
     setting): cheaper, but single samples may stay above rtol, which ``stats.converged`` and
     ``stats.residual`` still report per sample.
@@ -48,7 +50,7 @@ class SteadyState(RootSolver):
     atol: float = 1e-6
     ode_rtol: float | None = None
     ode_atol: float | None = None
-    criterion: str = "per_sample"
+    stopping_test: str = "per_sample"
     max_steps: int = 1000
     t_max: float = 100.0
     max_growth: float | None = 1e3
@@ -61,14 +63,14 @@ class SteadyState(RootSolver):
             value = getattr(self, name)
             if not (value is None and name.startswith("ode_")):
                 check_positive("SteadyState", name, value)
-        check_criterion("SteadyState", self.criterion)
+        check_stopping_test("SteadyState", self.stopping_test)
         check_int("SteadyState", "max_steps", self.max_steps, minimum=1)
         check_growth("SteadyState", self.max_growth)
 
     def solve(self, f: Fn, z0: Tensor) -> RootSolution:
         check_start(z0, "SteadyState")
         ev = Evaluator(f, z0, "SteadyState")
-        mon = Monitor(tol=self.rtol, abs_tol=self.atol, criterion=self.criterion, max_growth=self.max_growth)
+        mon = Monitor(tol=self.rtol, abs_tol=self.atol, stopping_test=self.stopping_test, max_growth=self.max_growth)
         last = {}
 
         def rhs(t: Tensor, z: Tensor) -> Tensor:
@@ -98,7 +100,7 @@ class SteadyState(RootSolver):
             n_bad = int((~st.converged).sum())
             detail = (f"{n_bad} of {st.converged.numel()} samples above tolerance "
                       f"(worst relative residual {float(st.residual.max()):.3e}")
-            if self.criterion == "batch":
+            if self.stopping_test == "batch":
                 detail += f", batch relative residual {st.history[-1]:.3e})"
             else:
                 detail += ")"
