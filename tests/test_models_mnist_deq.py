@@ -98,11 +98,52 @@ def test_parameters_and_registry():
     assert all(entries[v][1] is BUILDERS[v] for v in VARIANTS)
 
 
+def test_old_spellings_still_build_the_same_model_and_name_the_new_one():
+    from models import mnist_deq
+
+    # the stopping test: one name, stopping_test, in the config, the builders and make_solver
+    for make in (lambda **kw: MNISTDEQConfig(**kw), lambda **kw: BUILDERS["deq"](**kw).config,
+                 lambda **kw: mnist_deq.make_solver("continuous", tol=0.005, max_iter=50, **kw)):
+        with pytest.warns(DeprecationWarning, match=r"steady_state_test= is deprecated, use stopping_test="):
+            old = make(steady_state_test="per_sample")
+        assert old == make(stopping_test="per_sample")
+    with pytest.warns(DeprecationWarning, match="continuous_solver: criterion= is deprecated, use stopping_test="):
+        old = mnist_deq.continuous_solver("vcab3", tol=0.05, atol=0.05, max_iter=9, tsit5_ode_atol=0.005,
+                                          criterion="batch")
+    assert old == mnist_deq.continuous_solver("vcab3", tol=0.05, atol=0.05, max_iter=9, tsit5_ode_atol=0.005,
+                                              stopping_test="batch")
+    # Broyden: "broyden" everywhere; "discrete" (models.mdeq, train.cifar) is read as it, with a warning
+    with pytest.warns(DeprecationWarning, match=r"solver='discrete' is deprecated, use solver='broyden'"):
+        cfg = MNISTDEQConfig(solver="discrete")
+    assert cfg == MNISTDEQConfig(solver="broyden") and cfg.solver == "broyden"
+    with pytest.warns(DeprecationWarning, match=r"solver='discrete' is deprecated"):
+        assert mnist_deq.make_solver("discrete", tol=1e-3, max_iter=7) == mnist_deq.make_solver(
+            "broyden", tol=1e-3, max_iter=7)
+    assert mnist_deq.solver_name("newton") == "newton"
+    with pytest.warns(DeprecationWarning, match="make_backward is deprecated, use make_gradient"):
+        assert mnist_deq.make_backward(tol=0.01) == mnist_deq.make_gradient(tol=0.01)
+
+
+def test_cell_reads_raw_inputs_with_the_same_weights_from_the_same_seed():
+    torch.manual_seed(5)
+    cell = FCCell(6, in_features=9)
+    torch.manual_seed(5)
+    w1, w2 = torch.nn.Linear(6, 6), torch.nn.Linear(9, 6)  # W₁ first, then W₂
+    for a, b in ((cell.w1, w1), (cell.w2, w2)):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    torch.manual_seed(5)
+    assert torch.equal(FCCell(6).w1.weight, w1.weight)  # the default cell draws W₁ the same way
+    with pytest.raises(ValueError, match="FCCell: in_features must be a positive int, got 0"):
+        FCCell(6, in_features=0)
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="variant must be one of"):
         MNISTDEQConfig(variant="resdeq")
-    with pytest.raises(ValueError, match="solver must be one of"):
+    with pytest.raises(ValueError, match=r"solver must be one of \('continuous', 'newton', 'broyden'\), got 'anderson'"):
         BUILDERS["deq"](solver="anderson")
+    with pytest.raises(ValueError, match=r"stopping_test must be one of \('batch', 'per_sample'\), got 'mean'"):
+        MNISTDEQConfig(stopping_test="mean")
     with pytest.raises(TypeError):
         BUILDERS["deq"](colour="red")
     with pytest.raises(ValueError, match=r"images must have shape \(batch, 1, 28, 28\)"):
@@ -136,7 +177,7 @@ def test_continuous_steady_state_tests():
     s = BUILDERS["deq"](solver="continuous").deq.solver
     assert isinstance(s.solver, VCAB3) and (s.ode_rtol, s.ode_atol) == (1e-3, 1e-6) and s.rtol == 0.005
     batch = BUILDERS["deq"](solver="continuous", integrator="tsit5")
-    per_sample = BUILDERS["deq"](solver="continuous", integrator="tsit5", steady_state_test="per_sample")
+    per_sample = BUILDERS["deq"](solver="continuous", integrator="tsit5", stopping_test="per_sample")
     per_sample.load_state_dict(batch.state_dict())
     # the papers' test: one batch-wide relative residual; Tsit5 at rtol = tol, atol = tol / 10
     s = batch.deq.solver
