@@ -71,13 +71,38 @@ def test_missing_torchdeq_skips_its_columns_with_a_message(tmp_path, monkeypatch
     from train import _bench_deq
 
     monkeypatch.setattr(_bench_deq, "cases", lambda quick: [
-        ("fc", lambda: _bench_deq.FCBlock(dz=8, dx=6), (8,), (6,), {2: None})])
+        ("fc", lambda: _bench_deq.FCCell(8, in_features=6), (8,), (6,), {2: None})])
     out = tmp_path / "deq.json"
     assert _bench_deq.main(["--quick", "--repeats", "1", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert rows(data, "torchdeq") == [] and data["ratios"] == []
     assert "torchdeq is not installed" in data["notes"][0]
     assert "torchdeq is not installed" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_fc_block_is_the_zoo_cell_with_the_old_blocks_numbers(quick):
+    import torch
+
+    from implicit._counting import BackwardTally
+    from models.mnist_deq import FCCell
+    from train import _bench_deq
+
+    (name, make, z_shape, x_shape, _), = [c for c in _bench_deq.cases(quick) if c[0] == "fc"]
+    torch.manual_seed(0)
+    cell = make()
+    assert type(cell) is FCCell and not hasattr(_bench_deq, "FCBlock")
+    # the block the bench defined before it reused the zoo's: W₁ (dz, dz) then W₂ (dx -> dz), default
+    # init, relu(W₁z) + relu(W₂x): same seed, same weights, same outputs
+    torch.manual_seed(0)
+    w1, w2 = torch.nn.Linear(z_shape[0], z_shape[0]), torch.nn.Linear(x_shape[0], z_shape[0])
+    z, x = torch.randn(3, *z_shape), torch.randn(3, *x_shape)
+    assert torch.equal(cell(z, x), torch.relu(w1(z)) + torch.relu(w2(x)))
+    # the instrumented f counts backward VJPs through the library's one tally
+    f = _bench_deq.Counted(cell)
+    assert isinstance(f.probe, BackwardTally)
+    f(z.requires_grad_(True), x).sum().backward()
+    assert (f.probe.calls, f.probe.vjps) == (1, 1)
 
 
 def test_bad_arguments_exit_with_usage():
