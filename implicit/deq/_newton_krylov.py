@@ -47,8 +47,8 @@ class _AutodiffLinearization(_Linearization):
     With y = f(z) recorded once, w(u) = (∂f/∂z)ᵀu is linear in u, so J v = ∂(w·v)/∂u. The graph
     of f is built once per Newton step and every product is one backward pass through the
     (linear) VJP graph, while torch.func.jvp re-runs the primal f with every product, and
-    torch.func.linearize traces f anew at every Newton step. Both agree to rounding; their costs
-    were measured once, ``results/bench/jvp_products.md``.
+    torch.func.linearize traces f anew at every Newton step. All three agree to rounding; what
+    each costs is measured in ``results/bench/jvp_products.md``.
     """
 
     def __init__(self, ev: Evaluator, z: Tensor):
@@ -118,20 +118,19 @@ class NewtonKrylov(RootSolver):
     ``max_backtracks`` times) until ‖f(z) − z‖ drops by the Armijo factor (1 − 1e-4·step); a
     non-finite trial also backtracks.
 
-    ``jvp`` chooses how J v is formed: ``"autodiff"`` (exact; double-backward through one graph
-    of f per Newton step, about 3 f calls of work per product on a conv + GroupNorm block but
-    less than one on a dense block whose input term is costly) or ``"finite_difference"`` (one
-    f call under no_grad per product, accurate to about √eps: 3e-4 relative in float32, which
-    slows Newton's final convergence; on the benchmark blocks in float32 it still reached
-    tol = 1e-6, with one Newton step more than autodiff). ``fixed_point_steps`` plain
-    iterations z ← f(z) run before the first Newton step: far from the root (and at z = 0,
-    where GroupNorm's Jacobian is singular) one f call there gains about as much as several
-    JVPs in a Newton step. They count in ``n_iter`` and the residual history.
+    ``jvp`` chooses how J v is formed: ``"autodiff"`` (exact; one backward pass through the
+    double-backward graph of f, built once per Newton step, per product) or
+    ``"finite_difference"`` (one f call under no_grad per product, no graph, accurate to about
+    √eps: 3e-4 relative in float32, which can slow Newton's final convergence). Which costs less
+    depends on f: a backward pass through f's graph against one more f call (measured on the
+    benchmark blocks: ``results/bench/jvp_products.md``). ``fixed_point_steps`` plain iterations
+    z ← f(z) run before the first Newton step: far from the root (and at z = 0, where
+    GroupNorm's Jacobian is singular) a Newton step's several JVPs buy little, while a plain
+    iteration costs one f call. They count in ``n_iter`` and the residual history.
 
-    Defaults (``jvp="finite_difference"``, ``fixed_point_steps=8``) are the fastest setting of
-    the solver benchmark against torchdeq (``results/bench/deq.md``, which says by how much).
-    For Newton's own quadratic tail at tight float64 tolerances, pass
-    ``jvp="autodiff", fixed_point_steps=0``.
+    Defaults (``jvp="finite_difference"``, ``fixed_point_steps=8``) were chosen by the solver
+    benchmark against torchdeq (``results/bench/deq.md`` has its numbers). For Newton's own
+    quadratic tail at tight float64 tolerances, pass ``jvp="autodiff", fixed_point_steps=0``.
 
     ``stopping_test="batch"`` ends the solve when the whole batch, as one vector, passes the residual
     test instead of every sample (see ``implicit.deq._root``).
