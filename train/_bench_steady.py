@@ -87,7 +87,7 @@ def _variants(tol: float):
 
 
 def _solve(f, z0, integrator, tol, ode, max_steps):
-    s = SteadyState(solver=INTEGRATORS[integrator], rtol=tol, atol=1e-12, criterion="batch", max_steps=max_steps,
+    s = SteadyState(solver=INTEGRATORS[integrator], rtol=tol, atol=1e-12, stopping_test="batch", max_steps=max_steps,
                     **ode)
     t0 = time.perf_counter()
     with torch.no_grad():
