@@ -25,6 +25,7 @@ import datetime
 import json
 import math
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -221,6 +223,13 @@ def _backward_nfe(stats: object) -> float | None:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (NumPy takes seeds below 2**32 only)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _show_progress(setting: bool | None, ctx: DistContext) -> bool:
