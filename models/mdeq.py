@@ -13,7 +13,9 @@ Architecture (Bai, Koltun & Kolter 2020, in the configuration the Skip DEQ paper
 * Skip net g(x): one MDEQ residual block (expansion 3) on the injection for branch 0 and a
   stride-2 downsampling block from it for branch 1.
 
-Vanilla: 163,882 parameters (paper: about 163.5K); Skip adds 36,672.
+Vanilla: 163,882 parameters; Skip adds 36,672 (the papers' sizes are in train.exp_cifar).
+Which solver, tolerances and budgets train it on CIFAR-10 is the experiment's choice, not the
+architecture's: see train.exp_cifar.
 
 The DEQ layer works on one tensor per sample, so the two-branch state is flattened and
 concatenated into z of shape (batch, 24*32*32 + 24*16*16); :class:`MultiscaleLayout` packs and
@@ -44,6 +46,9 @@ __all__ = [
     "MDEQ_SMALL",
     "MDEQConfig",
     "count_parameters",
+    "VARIANTS",
+    "ODESolve",
+    "MDEQClassifier",
 ]
 
 
@@ -291,83 +296,78 @@ class MDEQHead(nn.Module):
 
 
 
-# --- whole classifiers ---------------------------------------------------------------------
+# --- the whole classifier -----------------------------------------------------------------
 
-CIFAR_VARIANTS = ("deq", "skipdeq", "skipregdeq", "node")
-# "discrete" is limited-memory Broyden, the papers' discrete CIFAR solver (MDEQ, DEQ.jl);
-# "newton" is our Newton-Krylov, "continuous" the steady-state ODE solve (integrator: see
-# models.mnist_deq.INTEGRATORS; the papers' VCAB3 by default).
-CIFAR_SOLVERS = ("discrete", "newton", "continuous")
-# when a solve stops: "batch" when the batch's relative residual, one norm over the whole batch,
-# is below tol (the papers' codes: MDEQ's Broyden, DEQ.jl's solvers on the flattened batch);
-# "per_sample" when every sample's is
-STOPPING_TESTS = ("batch", "per_sample")
+VARIANTS = ("deq", "skipdeq", "skipregdeq", "node")
 
 
 @dataclass(frozen=True, kw_only=True)
-class CIFARModelConfig:
-    """Which CIFAR-10 model to build and how its implicit layer is solved.
+class ODESolve:
+    """How the ``node`` variant integrates dz/dt = f(z, x) over [0, 1] from z = 0 (Tsit5)."""
 
-    Paper settings: continuous solve to reltol = abstol = 0.05 on the relative residual,
-    discrete (Broyden) solve to the same tolerance within ``max_iter`` = 18 iterations (MDEQ's
-    forward threshold), backward GMRES to tol 0.05 with at most 20 iterations.
-    ``stopping_test``: see ``STOPPING_TESTS`` (every solver; the batch test is the papers').
-    ``pretrain_depth`` is the number of f applications of the fixed-depth (unrolled) network
-    used during pre-training steps. ``node`` integrates dz/dt = f(z, x) over [0, 1] from z = 0.
-    """
-
-    variant: str = "skipdeq"
-    solver: str = "discrete"
-    stopping_test: str = "batch"
-    integrator: str = "vcab3"
-    tol: float = 0.05
-    max_iter: int = 18
-    newton_gmres_iter: int = 6
-    backward_tol: float = 0.05
-    backward_max_iter: int = 20
-    pretrain_depth: int = 5
-    node_rtol: float = 0.05
-    node_atol: float = 0.05
-    node_max_steps: int = 100
-    mdeq: MDEQConfig = MDEQ_SMALL
-
-    def __post_init__(self):
-        if self.variant not in CIFAR_VARIANTS:
-            raise ValueError(f"variant must be one of {CIFAR_VARIANTS}, got {self.variant!r}")
-        if self.solver not in CIFAR_SOLVERS:
-            raise ValueError(f"solver must be one of {CIFAR_SOLVERS}, got {self.solver!r}")
-        if self.stopping_test not in STOPPING_TESTS:
-            raise ValueError(f"stopping_test must be one of {STOPPING_TESTS}, got {self.stopping_test!r}")
-        from models.mnist_deq import INTEGRATORS
-
-        if self.integrator not in INTEGRATORS:
-            raise ValueError(f"integrator must be one of {INTEGRATORS}, got {self.integrator!r}")
-        if not (isinstance(self.pretrain_depth, int) and self.pretrain_depth >= 1):
-            raise ValueError(f"pretrain_depth must be an int >= 1, got {self.pretrain_depth!r}")
-        if not (self.tol > 0 and self.backward_tol > 0):
-            raise ValueError(f"tol and backward_tol must be positive, got {self.tol!r}, {self.backward_tol!r}")
+    rtol: float
+    atol: float
+    max_steps: int
 
 
 class MDEQClassifier(nn.Module):
     """Stem -> implicit layer (DEQ of :class:`MDEQCell`, or a neural ODE of it) -> head.
 
+    ``variant``: ``deq`` starts the solve at z = 0, ``skipdeq`` at the Skip net's prediction
+    g(x) (Skip DEQ), ``skipregdeq`` at f(0, x) (Skip DEQ V2), and ``node`` integrates f over
+    [0, 1] as in ``node`` (an :class:`ODESolve`). The DEQ variants take a root ``solver`` and a
+    ``gradient`` object from ``implicit.deq``; which ones an experiment uses is its own choice
+    (``train.exp_cifar`` holds the CIFAR-10 one).
+
     ``forward(images)`` solves the equilibrium; ``forward(images, unrolled=True)`` instead
     applies f ``pretrain_depth`` times from the variant's starting point with plain backprop
     (the fixed-depth pre-training of MDEQ), reporting the same regularizer names.
+
+    Example::
+
+        from implicit.deq import GMRES, Broyden, ImplicitBackward
+        net = MDEQClassifier(variant="skipdeq", solver=Broyden(tol=0.05, max_iter=18),
+                             gradient=ImplicitBackward(solver=GMRES(tol=0.05, max_iter=20)))
+        out = net(torch.randn(2, 3, 32, 32))   # out.logits: (2, 10); out.stats: the solve's record
     """
 
-    def __init__(self, config: CIFARModelConfig = CIFARModelConfig()):
+    def __init__(self, config: MDEQConfig = MDEQ_SMALL, *, variant: str, solver=None, gradient=None,
+                 pretrain_depth: int = 5, node: ODESolve | None = None):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if variant == "node" and node is None:
+            raise TypeError("variant 'node' needs node=ODESolve(rtol=..., atol=..., max_steps=...)")
+        if variant != "node" and (solver is None or gradient is None):
+            raise TypeError(f"variant {variant!r} needs a root solver= and a gradient= object from implicit.deq")
+        if not (isinstance(pretrain_depth, int) and pretrain_depth >= 1):
+            raise ValueError(f"pretrain_depth must be an int >= 1, got {pretrain_depth!r}")
         self.config = config
-        self.stem = MDEQStem(config.mdeq)
-        self.cell = MDEQCell(config.mdeq)
-        self.head = MDEQHead(config.mdeq)
-        self.skip = MDEQSkipNet(self.cell) if config.variant == "skipdeq" else None
+        self.variant = variant
+        self.pretrain_depth = pretrain_depth
+        self.node = node
+        self.stem = MDEQStem(config)
+        self.cell = MDEQCell(config)
+        self.head = MDEQHead(config)
+        self.skip = MDEQSkipNet(self.cell) if variant == "skipdeq" else None
         # the neural ODE integrates the same f with a closure over x (see _node)
-        self.implicit = None if config.variant == "node" else _build_deq(self.cell, self.skip, config)
+        self.implicit = None if variant == "node" else self._deq(solver, gradient)
+
+    def _deq(self, solver, gradient):
+        from implicit.deq import DEQ, SkipInit, SkipRegInit, ZeroInit
+
+        if self.variant == "skipdeq":
+            init = SkipInit(self.skip)
+        elif self.variant == "skipregdeq":
+            init = SkipRegInit()
+        else:
+            init = ZeroInit()
+        # MDEQ trains on a fixed iteration budget (its forward threshold): solves that stop above
+        # tol still train
+        return DEQ(self.cell, solver=solver, gradient=gradient, init=init, differentiate_failed=True)
 
     def forward(self, images: torch.Tensor, *, unrolled: bool = False) -> ZooOutput:
-        c = self.config.mdeq
+        c = self.config
         if images.dim() != 4 or tuple(images.shape[1:]) != (c.in_channels, c.resolution, c.resolution):
             raise ValueError(
                 f"images must have shape (batch, {c.in_channels}, {c.resolution}, {c.resolution}), "
@@ -376,7 +376,7 @@ class MDEQClassifier(nn.Module):
         x = self.cell.make_input(self.stem(images))
         if unrolled:
             z, regs, nfe, stats, metrics = self._unrolled(x)
-        elif self.config.variant == "node":
+        elif self.variant == "node":
             z, stats = self._node(x)
             regs, nfe, metrics = {}, int(stats.nfe_forward), {"steps": float(stats.n_accepted)}
         else:
@@ -388,15 +388,14 @@ class MDEQClassifier(nn.Module):
     def _node(self, x):
         from implicit.ode import Tsit5, odeint
 
-        cfg = self.config
         z0 = x.new_zeros(x.shape[0], self.cell.layout.size)
         t = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
-        sol = odeint(lambda t, z: self.cell(z, x), z0, t, solver=Tsit5(), rtol=cfg.node_rtol,
-                     atol=cfg.node_atol, max_steps=cfg.node_max_steps, throw=False, record=False)
+        sol = odeint(lambda t, z: self.cell(z, x), z0, t, solver=Tsit5(), rtol=self.node.rtol,
+                     atol=self.node.atol, max_steps=self.node.max_steps, throw=False, record=False)
         return sol.ys[-1], sol.stats
 
     def _unrolled(self, x):
-        depth = self.config.pretrain_depth
+        depth = self.pretrain_depth
         z0 = None
         if self.skip is not None:
             z0 = self.skip(x)
@@ -409,9 +408,9 @@ class MDEQClassifier(nn.Module):
             if k == 0:
                 fz0 = z
         regs = {}
-        if self.config.variant == "skipdeq":
+        if self.variant == "skipdeq":
             regs["skip"] = (z - z0).abs().mean()
-        elif self.config.variant == "skipregdeq":
+        elif self.variant == "skipregdeq":
             regs["skip"] = (z - fz0).abs().mean()
         residual = _relative_residual(self.cell(z, x).detach(), z.detach())
         return z, regs, depth, None, {"residual": residual}
@@ -421,35 +420,3 @@ def _relative_residual(fz: torch.Tensor, z: torch.Tensor) -> float:
     num = (fz - z).flatten(1).norm(dim=1)
     den = fz.flatten(1).norm(dim=1).clamp_min(1e-12)
     return float((num / den).max())
-
-
-def _build_deq(cell: MDEQCell, skip: nn.Module | None, config: CIFARModelConfig):
-    from implicit.deq import DEQ, GMRES, Broyden, ImplicitBackward, NewtonKrylov, SkipInit, SkipRegInit, ZeroInit
-
-    if config.solver == "continuous":
-        from models.mnist_deq import continuous_solver
-
-        # the papers' test: reltol = abstol = tol (on the batch's relative residual by default);
-        # Tsit5's atol is tol/10 because atol = tol lets it stall at its stability limit near the
-        # steady state (measured on the MNIST FC DEQ, see models.mnist_deq.make_solver)
-        solver = continuous_solver(config.integrator, tol=config.tol, atol=config.tol, max_iter=config.max_iter,
-                                   criterion=config.stopping_test, tsit5_ode_atol=config.tol / 10)
-    elif config.solver == "newton":
-        k = config.newton_gmres_iter
-        solver = NewtonKrylov(tol=config.tol, max_iter=config.max_iter, gmres_max_iter=k, gmres_restart=k,
-                              criterion=config.stopping_test)
-    else:
-        solver = Broyden(tol=config.tol, max_iter=config.max_iter, criterion=config.stopping_test)
-    if config.variant == "skipdeq":
-        init = SkipInit(skip)
-    elif config.variant == "skipregdeq":
-        init = SkipRegInit()
-    else:
-        init = ZeroInit()
-    backward = ImplicitBackward(solver=GMRES(tol=config.backward_tol, max_iter=config.backward_max_iter))
-    # trained on a fixed iteration budget (MDEQ's threshold): solves that stop above tol still train
-    return DEQ(cell, solver=solver, backward=backward, init=init, differentiate_failed=True)
-
-
-def build_cifar_model(config: CIFARModelConfig) -> MDEQClassifier:
-    return MDEQClassifier(config)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from train import cifar
+from train import exp_cifar as exp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "cifar10.npz").is_file(), reason="cifar10.npz not available")
@@ -83,7 +84,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_cosine_schedule_ends_at_floor():
-    s = cifar.CosineToMin(total=100, floor=1e-3)
+    s = exp.CosineToMin(total=100, floor=1e-3)
     assert s(0) == 1.0
     assert s(100) == pytest.approx(1e-3)
     assert s(50) == pytest.approx((1 + 1e-3) / 2)
@@ -93,7 +94,7 @@ def test_cosine_schedule_ends_at_floor():
 def test_presets_and_overrides():
     c = cifar.parse_config([])
     assert (c.model, c.solver, c.stopping_test, c.preset) == ("skipdeq", "discrete", "batch", "cpu")
-    assert c.steps == cifar.PRESETS["cpu"]["steps"] and c.limit_test == cifar.PRESETS["cpu"]["limit_test"]
+    assert c.steps == exp.PRESETS["cpu"]["steps"] and c.limit_test == exp.PRESETS["cpu"]["limit_test"]
     p = cifar.parse_config(["--preset", "paper", "--model", "deq"])
     assert (p.steps, p.pretrain_steps, p.batch_size, p.lr, p.lr_min, p.weight_decay, p.lambda_skip) == (
         20_000, 3000, 128, 1e-3, 1e-6, 2.5e-5, 0.01)
@@ -125,10 +126,10 @@ def test_cli_errors_name_the_option(argv, message, capsys):
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="model must be one of"):
-        cifar.CIFARConfig(model="resnet", steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1,
+        exp.CIFARConfig(model="resnet", steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1,
                           limit_train=None, limit_test=None, eval_every=1, eval_batch_size=1)
     with pytest.raises(TypeError):
-        cifar.CIFARConfig(steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1, limit_train=None,
+        exp.CIFARConfig(steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1, limit_train=None,
                           limit_test=None, eval_every=1, eval_batch_size=1, colour="red")
 
 
@@ -159,7 +160,7 @@ def _fake_record(model, solver, stopping_test=None, **summary):
     return {"format": "implicit-run", "script": "train.cifar", "model": model, "seed": 0, "complete": True,
             "config": config,
             "data": {"test_items": 8},
-            "paper": cifar.PAPER.get((model, None if model == "node" else solver)),
+            "paper": exp.PAPER.get((model, None if model == "node" else solver)),
             "summary": summary,
             "history": [{"step": 10, "train_s": 5.0, "test_nfe": summary.get("test_nfe"), "test_acc": 10.0}]}
 
@@ -176,7 +177,7 @@ def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
             _fake_record("skipdeq", "discrete", "batch", train_s_per_batch=1.0)]
     for i, r in enumerate(recs):
         _results.write_json(tmp_path / f"r{i}.json", r)
-    md, png = cifar.write_table(tmp_path)
+    md, png = exp.write_table(tmp_path)
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in md.read_text().splitlines()
             if line.startswith("| skipdeq") or line.startswith("| deq")}
     # records from before the options: discrete solves stopped per sample, continuous on the batch (Tsit5)
@@ -189,3 +190,16 @@ def test_table_ratios_are_vanilla_over_variant_within_a_solver(tmp_path):
     assert f"({0.651 / 0.717:.2f})" in disc[14]
     assert cont[14].startswith("0.50") and batch[14].startswith("2.00")
     assert "82.01" in rows[("skipdeq", "discrete (per-sample)")] and png.is_file()
+
+
+def test_the_papers_numbers_have_one_home():
+    # train.cifar, the models and every other script read the papers' numbers from train.exp_cifar
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    numbers = {repr(v) for row in exp.PAPER.values() for v in row.values()}
+    pattern = re.compile(r"(?<![\d.])(" + "|".join(re.escape(n) for n in sorted(numbers)) + r")(?![\d])")
+    holders = {str(path.relative_to(root)) for folder in ("train", "models") for path in (root / folder).rglob("*.py")
+               if pattern.search(path.read_text(encoding="utf-8"))}
+    assert holders == {"train/exp_cifar.py"}
+    assert cifar.exp is exp and not hasattr(cifar, "PAPER")

@@ -14,10 +14,11 @@ from models.mdeq import (
     count_parameters,
 )
 
-# Published sizes (Pal et al. 2022, CIFAR-10 MDEQ-small): about 163.5K parameters for the
-# vanilla DEQ, and an explicit Skip network of about 37K on top of it.
-PAPER_VANILLA = 163.5e3
-PAPER_SKIP_NET = 37e3
+from train.exp_cifar import PAPER_PARAMETERS
+
+# the papers' sizes (about 163.5K for the vanilla DEQ and 37K for the Skip net; train.exp_cifar cites them)
+PAPER_VANILLA = PAPER_PARAMETERS["vanilla"]
+PAPER_SKIP_NET = PAPER_PARAMETERS["skip_net"]
 
 
 def test_vanilla_parameter_count_matches_paper():
@@ -109,12 +110,12 @@ def test_skip_net_and_head_shapes():
 
 @pytest.mark.parametrize("solver", ["discrete", "newton", "continuous"])
 def test_every_solver_stops_on_the_chosen_test(solver):
-    from models.mdeq import CIFARModelConfig, MDEQClassifier
+    from train.exp_cifar import CIFARModelConfig, build_model
 
     small = MDEQConfig(channels=(8, 8), resolution=8, expansion=2, groups=4, head_channels=(4, 8), final_channels=16)
     for test in ("batch", "per_sample"):
-        net = MDEQClassifier(CIFARModelConfig(variant="deq", solver=solver, stopping_test=test, mdeq=small))
-        assert net.implicit.solver.criterion == test
+        net = build_model(CIFARModelConfig(variant="deq", solver=solver, stopping_test=test, mdeq=small))
+        assert net.implicit.solver.stopping_test == test
     assert CIFARModelConfig().stopping_test == "batch"  # the papers' test
     with pytest.raises(ValueError, match="stopping_test must be one of .*got 'max'"):
         CIFARModelConfig(stopping_test="max")

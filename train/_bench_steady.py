@@ -48,7 +48,7 @@ class Config:
 
 def _cells(cfg: Config):
     """(name, f, z shape, tol, max_steps) for every cell measured."""
-    from models.mdeq import CIFARModelConfig, build_cifar_model
+    from train.exp_cifar import CIFARModelConfig, build_model
     from models.mnist_deq import MNISTDEQConfig, MNISTFCDEQ
 
     torch.manual_seed(cfg.seed)
@@ -68,7 +68,7 @@ def _cells(cfg: Config):
     if not cfg.quick:
         torch.manual_seed(cfg.seed)
         cifar = _data.load("cifar10", cfg.data_dir, train=False, limit=cfg.batch).x
-        net = build_cifar_model(CIFARModelConfig(variant="deq", solver="continuous")).eval()
+        net = build_model(CIFARModelConfig(variant="deq", solver="continuous")).eval()
         with torch.no_grad():
             x = net.cell.make_input(net.stem(cifar))
         out.append(("MDEQ-small (CIFAR-10), init", lambda z, net=net, x=x: net.cell(z, x),
