@@ -187,7 +187,7 @@ FAMILIES = (
                "limit_train": None, "limit_test": None},
         tolerance=_deq_tolerance,
         extra_options=lambda c: {"solver": c.solver, "jacobian_reg": c.jacobian_reg,
-                                 **({"steady_state_test": c.steady_state_test} if c.steady_state_test else {}),
+                                 **({"stopping_test": c.steady_state_test} if c.steady_state_test else {}),
                                  **({"integrator": c.integrator} if c.integrator else {})},
         description="fully connected DEQs (see models.mnist_deq)",
     ),
