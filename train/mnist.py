@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import random
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 
 from implicit import SolverError
@@ -484,12 +482,6 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
 # --- running --------------------------------------------------------------------------------
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _weights(config: MNISTConfig, family: Family) -> dict[str, WeightSchedule]:
     weights = family.weights(config.model, config)
     for name, value in config.reg_weights:
@@ -533,7 +525,7 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
                            normalize=not unit)
         test = _data.load("mnist", config.data_dir, train=False, download=config.download, limit=config.limit_test,
                           normalize=not unit)
-        _seed_everything(config.seed)
+        _trainer.seed_everything(config.seed)
         options = {**family.tolerance(config.rtol, config.atol), **family.extra_options(config)}
         model = builder(**options).to(ctx.device)
         optimizer, scheduler = _optimizer(config, model.parameters())
