@@ -1,4 +1,4 @@
-"""Benchmarks measured in one run: `python -m train.bench {ode,deq,steady} --out FILE`."""
+"""Benchmarks measured in one run: `python -m train.bench {ode,deq,steady,sde} --out FILE`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ode", help="neural-ODE block vs torchdiffeq", add_help=False)
     sub.add_parser("deq", help="DEQ blocks vs torchdeq", add_help=False)
     sub.add_parser("steady", help="continuous-DEQ integrators to one steady-state test", add_help=False)
+    sub.add_parser("sde", help="adaptive SDE solvers at equal strong error (SOSRI vs step doubling)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.suite == "ode":
         from train import _bench_ode as suite
     elif args.suite == "deq":
         from train import _bench_deq as suite
+    elif args.suite == "sde":
+        from train import _bench_sde as suite
     else:
         from train import _bench_steady as suite
     return suite.main(rest)
