@@ -186,3 +186,15 @@ def device(text: str) -> str:
         return "mps"
     raise argparse.ArgumentTypeError(f"device type {dev.type!r} is not supported by the training scripts "
                                      "(cpu, cuda, cuda:N or mps)")
+
+
+def add_run_output_args(p: argparse.ArgumentParser, *, default_out: str, run_name_default: str) -> None:
+    """--out, --checkpoint-dir, --run-name and --resume/--overwrite, the same for every training script."""
+    p.add_argument("--out", default=default_out, help=f"folder for the result JSON (default: {default_out})")
+    p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
+    p.add_argument("--run-name", type=run_name, default=None,
+                   help=f"file stem of the JSON and checkpoint (default: {run_name_default})")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace a run of the same name in --out, finished or not (default: refuse to)")

@@ -398,14 +398,7 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None,
                    help=f"folder holding MNIST/raw (default: ${_data.ENV_VAR}, else ./data)")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir if missing (needs internet)")
-    p.add_argument("--out", default="runs/mnist", help="folder for the result JSON (default: runs/mnist)")
-    p.add_argument("--checkpoint-dir", default=None, help="folder for checkpoints (default: <out>/checkpoints)")
-    p.add_argument("--run-name", type=_cli.run_name, default=None,
-                   help="file stem of the JSON and checkpoint (default: <model>_seed<seed>)")
-    again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run from its checkpoint (same options)")
-    again.add_argument("--overwrite", action="store_true",
-                       help="replace a run of the same name in --out, finished or not (default: refuse to)")
+    _cli.add_run_output_args(p, default_out="runs/mnist", run_name_default="<model>_seed<seed>")
     p.add_argument("--stop-after-epoch", type=_cli.positive_int, default=None,
                    help="stop after this epoch with a checkpoint, as if interrupted; continue with --resume (default: off)")
     p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")

@@ -65,6 +65,18 @@ def _secant_stiffness(f0: torch.Tensor, f1: torch.Tensor, y0: torch.Tensor, y1: 
     return torch.linalg.vector_norm(f1 - f0) / torch.linalg.vector_norm(y1 - y0).clamp_min(tiny)
 
 
+def _finish_outputs(ys: list, ts: torch.Tensor, y0: torch.Tensor, outcome: Outcome, message: str):
+    """A successful solve with a non-finite output becomes NONFINITE; output times never reached are
+    filled with NaN (in place) so that nobody mistakes them for a solution."""
+    if outcome is Outcome.SUCCESSFUL and not all(bool(torch.isfinite(y).all()) for y in ys):
+        bad = next(i for i, y in enumerate(ys) if not bool(torch.isfinite(y).all()))
+        outcome = Outcome.NONFINITE
+        message = f"the solution contains NaN or Inf at output time t={float(ts[bad]):.6g} (index {bad})"
+    while len(ys) < len(ts):
+        ys.append(torch.full_like(y0, float("nan")))
+    return outcome, message
+
+
 def solve(
     *,
     drift,
@@ -170,13 +182,7 @@ def solve(
         # torchsde's linear interpolation, kept verbatim in effect so outputs agree bit for bit
         ys.append((curr_t - out_t) / (curr_t - prev_t) * prev_y + (out_t - prev_t) / (curr_t - prev_t) * curr_y)
 
-    if outcome is Outcome.SUCCESSFUL and not all(bool(torch.isfinite(y).all()) for y in ys):
-        bad = next(i for i, y in enumerate(ys) if not bool(torch.isfinite(y).all()))
-        outcome = Outcome.NONFINITE
-        message = f"the solution contains NaN or Inf at output time t={float(ts[bad]):.6g} (index {bad})"
-    while len(ys) < len(ts):
-        # times never reached are NaN so that nobody mistakes them for a solution
-        ys.append(torch.full_like(y0, float("nan")))
+    outcome, message = _finish_outputs(ys, ts, y0, outcome, message)
 
     step_t = torch.tensor([float(h) for h in steps], dtype=torch.float64)
     error_t = stiff_t = reg_error = reg_stiffness = None

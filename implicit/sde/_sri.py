@@ -28,7 +28,7 @@ import torch
 
 from implicit._outcome import Outcome
 from implicit.sde._schemes import SDEScheme
-from implicit.sde._solve import _Evaluations, _secant_stiffness
+from implicit.sde._solve import _Evaluations, _finish_outputs, _secant_stiffness
 from implicit.sde._stats import SDEStats, _Counter
 
 _TOL = 1e-9
@@ -412,12 +412,7 @@ def solve_sri(
             break
         ys.append(y)
 
-    if outcome is Outcome.SUCCESSFUL and not all(bool(torch.isfinite(v).all()) for v in ys):
-        bad = next(i for i, v in enumerate(ys) if not bool(torch.isfinite(v).all()))
-        outcome = Outcome.NONFINITE
-        message = f"the solution contains NaN or Inf at output time t={float(ts[bad]):.6g} (index {bad})"
-    while len(ys) < len(ts):
-        ys.append(torch.full_like(y0, float("nan")))
+    outcome, message = _finish_outputs(ys, ts, y0, outcome, message)
 
     step_t = torch.tensor(steps, dtype=torch.float64)
     h_graph = torch.stack(steps_g) if track and steps_g else None
