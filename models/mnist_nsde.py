@@ -30,7 +30,7 @@ what RegNeuralDE.jl's ``experiments/mnist_nsde.jl`` computes from its saving cal
 saves at the start (EEst = 1, eigen_est = 1 there): R_E = mean([h_0, E_1 h_1, ..., E_n h_n]) and
 R_S = max([1, |S_1|, ..., |S_n|]) / 10.6 (SOSRI2's stability size). ``init="glorot"`` gives
 Flux's Dense default (Glorot-uniform weights, zero biases). ``train.mnist --preset authors`` sets
-all of these (see ``AUTHORS``).
+all of these (``train/exp_mnist_nsde.py`` holds the experiment: settings, sources, the paper's numbers).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from torch import nn
 from models._base import ZooOutput
 
 __all__ = [
-    "MNISTNSDEConfig", "MNISTNSDE", "VARIANTS", "SCHEMES", "PAPER", "PAPER_PREDICT_S", "REG_WEIGHTS", "build", "BUILDERS",
+    "MNISTNSDEConfig", "MNISTNSDE", "VARIANTS", "SCHEMES", "build", "BUILDERS",
 ]
 
 VARIANTS = ("nsde", "ernsde", "srnsde")
@@ -55,27 +55,6 @@ STEP_PATHS = ("detached", "initial")
 # StochasticDiffEq v6.30.1 (a1e6d374) src/alg_utils.jl: alg_stability_size(::SOSRI2) = 10.6. The authors'
 # script asks for alg_stability_size(SOSRI()), which that file defines only for SOSRI2 and SOSRA2.
 SOSRI2_STABILITY_SIZE = 10.6
-# RegNeuralDE.jl experiments/mnist_nsde.jl (read at commit 0baa4544): SOSRI (AutoSOSRI2(SOSRI2()) for the
-# stiffness regularizer) at reltol = abstol = 1.4f-1, tspan [0, 1], Glorot Dense layers, R_E the mean of
-# EEst·dt and R_S the maximum of |eigen_est|/stability size over the saved values, each with its
-# weight constant over training (λ₀ = λ₁: 10 and 0.1). Tracker differentiates the initial step only.
-AUTHORS = {
-    "nsde": {"scheme": "sosri", "rtol": 0.14, "atol": 0.14, "aggregation": "authors", "init": "glorot",
-             "step_path": "initial"},
-    "ernsde": {"scheme": "sosri", "rtol": 0.14, "atol": 0.14, "aggregation": "authors", "init": "glorot",
-               "step_path": "initial"},
-    "srnsde": {"scheme": "sosri2", "rtol": 0.14, "atol": 0.14, "aggregation": "authors", "init": "glorot",
-               "step_path": "initial"},
-}
-# which regularizer a variant trains on, with the paper's weight
-REG_WEIGHTS = {"nsde": {}, "ernsde": {"error": 10.0}, "srnsde": {"stiffness": 0.1}}
-# the paper's MNIST NSDE table (arXiv 2105.03918), keys as in train._results.COLUMNS
-PAPER = {
-    "nsde": {"test_acc": 96.95, "test_nfe": 411.0},
-    "ernsde": {"test_acc": 96.27, "test_nfe": 185.0},
-}
-# the paper's prediction time in seconds (whole test evaluation, not per batch: no column of ours matches)
-PAPER_PREDICT_S = {"nsde": 15.07, "ernsde": 7.23}
 
 
 @dataclass(frozen=True, kw_only=True)

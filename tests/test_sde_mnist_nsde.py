@@ -66,7 +66,8 @@ def test_bad_config_and_input():
 
 
 def test_authors_aggregation_follows_the_saving_callback():
-    from models.mnist_nsde import AUTHORS, SOSRI2_STABILITY_SIZE
+    from models.mnist_nsde import SOSRI2_STABILITY_SIZE
+    from train.exp_mnist_nsde import AUTHORS
 
     torch.manual_seed(0)
     m = BUILDERS["srnsde"](**AUTHORS["srnsde"])

@@ -75,8 +75,9 @@ def _gbm(cfg: Config):
 
 
 def _mnist_field(cfg: Config):
-    from models.mnist_nsde import AUTHORS, BUILDERS
+    from models.mnist_nsde import BUILDERS
     from train import _data
+    from train.exp_mnist_nsde import AUTHORS
 
     torch.manual_seed(cfg.seed)
     model = BUILDERS["nsde"](**AUTHORS["nsde"])

@@ -63,6 +63,8 @@ class Family:
     authors: Mapping[str, Any] | None = None
     authors_options: Mapping[str, Any] = field(default_factory=dict)
     probes: Callable[["MNISTConfig", Any], Callable] | None = None
+    # the experiment module holding the paper's numbers when ``module`` (the architecture) does not
+    experiment: str | None = None
 
 
 def _node_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
@@ -125,12 +127,12 @@ def _deq_tolerance(rtol, atol):
 
 def _nsde_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
     # the paper's λ_E = 10 and λ_S = 0.1, constant; the authors' script has the same (λ₀ = λ₁)
-    module = importlib.import_module("models.mnist_nsde")
+    module = importlib.import_module("train.exp_mnist_nsde")
     return {name: Constant(value=float(v)) for name, v in module.REG_WEIGHTS[variant].items()}
 
 
 def _nsde_options(config: "MNISTConfig") -> dict:
-    """Solver options set by flags or by --preset authors (models.mnist_nsde.AUTHORS, resolved in parse_config)."""
+    """Solver options set by flags or by --preset authors (train.exp_mnist_nsde.AUTHORS, resolved in parse_config)."""
     options = {}
     for key, field_name in (("scheme", "sde_scheme"), ("aggregation", "aggregation"), ("init", "init"),
                             ("step_path", "step_path"), ("max_steps", "max_steps")):
@@ -199,12 +201,13 @@ FAMILIES = (
         description="neural SDEs (see models.mnist_nsde)",
         # RegNeuralDE.jl experiments/mnist_nsde.jl + configs/mnist_nsde.yml (read at commit 0baa4544):
         # Optimiser(InvDecay(1e-5), ADAM(0.01)), batch 512, 40 epochs, Float32 pixels in [0, 1], accuracy
-        # over 10 trajectories; the solver settings are models.mnist_nsde.AUTHORS. InvDecay there scales
+        # over 10 trajectories; the solver settings are train.exp_mnist_nsde.AUTHORS. InvDecay there scales
         # the gradient before ADAM, here the learning rate after it: over 40 epochs both are < 5 %.
         authors={"epochs": 40, "batch_size": 512, "optimizer": "adam", "lr": 0.01, "momentum": 0.0, "lr_decay": 1e-5,
                  "limit_train": None, "limit_test": None},
         authors_options={"rtol": 0.14, "atol": 0.14, "inputs": "unit", "eval_batch_size": 512},
         probes=_nsde_probes,
+        experiment="train.exp_mnist_nsde",
     ),
 )
 
@@ -231,9 +234,10 @@ class Registry:
                 if e.name == fam.module:  # that family is not part of this checkout
                     continue
                 raise
-            lookup = getattr(module, "paper_numbers", None)
+            numbers = importlib.import_module(fam.experiment) if fam.experiment else module
+            lookup = getattr(numbers, "paper_numbers", None)
             if lookup is None:
-                table = getattr(module, "PAPER", {})  # optional: not every module quotes a paper table
+                table = getattr(numbers, "PAPER", {})  # optional: not every module quotes a paper table
                 lookup = lambda name, config, table=table: table.get(name)  # noqa: E731
             for name, builder in module.BUILDERS.items():
                 if name in entries:
@@ -421,7 +425,7 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
     authors = dict(family.authors_options) if args.preset == "authors" else {}
     if args.preset == "authors" and family.name == "nsde":
         # the solver differs by variant (SOSRI2 for srnsde): resolved here so that the record names it
-        per_variant = importlib.import_module("models.mnist_nsde").AUTHORS[args.model]
+        per_variant = importlib.import_module("train.exp_mnist_nsde").AUTHORS[args.model]
         authors.update({("sde_scheme" if k == "scheme" else k): v for k, v in per_variant.items()})
     node_only = {k: getattr(args, k) for k in SOLVER_FLAGS}
     for key, value in node_only.items():
