@@ -185,12 +185,49 @@ class _Sums:
     seconds: float = 0.0
     named: dict = field(default_factory=dict)  # "reg/<name>" or "metric/<name>" -> [sum, count]
 
+    def add_step(self, out: ZooOutput, ce: torch.Tensor, loss_value: float, y: torch.Tensor, seconds: float) -> None:
+        n = len(y)
+        self.seconds += seconds
+        self.n += n
+        self.batches += 1
+        self.loss += loss_value * n
+        self.ce += float(ce.detach()) * n
+        self.correct += float((out.logits.detach().argmax(1) == y).sum())
+        self.nfe_f += float(out.nfe_forward)
+        nb = _backward_nfe(out.stats)
+        if nb is not None:
+            self.nfe_b += nb
+            self.nfe_b_batches += 1
+        self.add_named("reg", out.regularizers)
+        self.add_named("metric", out.metrics)
+
     def add_named(self, prefix: str, values: Mapping[str, Any]) -> None:
         for k, v in values.items():
             v = float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
             s = self.named.setdefault(f"{prefix}/{k}", [0.0, 0.0])
             s[0] += v
             s[1] += 1.0
+
+
+def _train_step(model, x, y, *, weights: Mapping[str, WeightSchedule], progress: float, optimizer, scheduler,
+                clip_grad_norm: float | None) -> tuple[ZooOutput, torch.Tensor, float]:
+    """One optimizer step on the batch: cross-entropy plus the weighted regularizers the model reports."""
+    out = model(x)
+    if not isinstance(out, ZooOutput):
+        raise TypeError(f"a zoo model's forward must return ZooOutput, got {type(out).__name__}")
+    ce = F.cross_entropy(out.logits, y)
+    loss = ce
+    for name, w in weights.items():
+        if name in out.regularizers:
+            loss = loss + w(progress) * out.regularizers[name]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return out, ce, float(loss.detach())
 
 
 def _reduce(sums: _Sums, ctx: DistContext) -> _Sums:
@@ -537,33 +574,16 @@ def fit(
         payload = _checkpoint.load_checkpoint(ckpt_path, map_location=ctx.device)
         _checkpoint.check_config(payload["config"], compared, ignore=resume_ignore, added=resume_added,
                                  path=ckpt_path)
-        if payload["step"] >= total:
-            stored = _distributed.broadcast_object(_read_record(json_path) if ctx.is_main else None, ctx)
-            if stored and stored.get("complete"):
-                say(f"{run.name} finished already ({json_path}, step {payload['step']} of {total}); nothing to do")
-                stored["paths"] = {"json": str(json_path), "checkpoint": str(ckpt_path)}
-                return stored
-        _checkpoint.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler)
-        _checkpoint.set_rng_state(payload["rng"][ctx.rank])
-        step = payload["step"]
-        history = list(payload["history"])
-        train_time = float(payload["extra"].get("train_time_s", 0.0))
+        finished = _finished_record(payload, paths, total, ctx) if payload["step"] >= total else None
+        if finished is not None:
+            say(f"{run.name} finished already ({json_path}, step {payload['step']} of {total}); nothing to do")
+            return finished
+        step, history, train_time = _restore(payload, model=model, optimizer=optimizer, scheduler=scheduler, ctx=ctx)
         say(f"resumed {run.name} from {ckpt_path} at step {step}/{total} (epoch {step / spe:.2f})")
 
     ddp_model = _distributed.wrap_model(model, ctx, find_unused_parameters=loop.find_unused_parameters)
-    env = _results.environment(world_size=ctx.world_size, device=str(ctx.device))
-    record = {
-        "format": _results.FORMAT, "version": _results.VERSION,
-        "name": run.name, "script": run.script, "model": run.model, "baseline": run.baseline,
-        "config": _results.portable_config(plain_config) if isinstance(plain_config, dict) else plain_config,
-        "seed": loop.seed,
-        "data": {"train": train_data.description, "test": test_data.description,
-                 "train_items": len(train_data), "test_items": len(test_data)},
-        "loop": {"steps_total": total, "steps_per_epoch": spe, "eval_every": eval_every,
-                 "world_size": ctx.world_size, "batch_size_per_rank": loop.batch_size},
-        "environment": env, "history": history, "summary": {}, "paper": dict(run.paper) if run.paper else None,
-        "notes": run.notes, "complete": False, "started": started,
-    }
+    record = _new_record(run=run, config=plain_config, loop=loop, ctx=ctx, train_data=train_data, test_data=test_data,
+                         total=total, spe=spe, eval_every=eval_every, history=history, started=started)
 
     show_bar = _show_progress(loop.progress, ctx)
     warned_missing = False
@@ -591,44 +611,17 @@ def fit(
                 t0 = time.perf_counter()
                 x, y = next(it)
                 x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-                progress = step / total
-                out = ddp_model(x)
-                if not isinstance(out, ZooOutput):
-                    raise TypeError(f"a zoo model's forward must return ZooOutput, got {type(out).__name__}")
-                ce = F.cross_entropy(out.logits, y)
-                loss = ce
-                for name, w in weights.items():
-                    if name in out.regularizers:
-                        loss = loss + w(progress) * out.regularizers[name]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if loop.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), loop.clip_grad_norm)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
+                out, ce, loss_value = _train_step(ddp_model, x, y, weights=weights, progress=step / total,
+                                                  optimizer=optimizer, scheduler=scheduler,
+                                                  clip_grad_norm=loop.clip_grad_norm)
                 _sync(ctx.device)
                 dt = time.perf_counter() - t0
-                loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
                         f"training loss became {loss_value} at step {step} (epoch {epoch}); lower the learning rate, "
                         f"clip gradients (clip_grad_norm), or lower the regularizer weights"
                     )
-                n = len(y)
-                sums.seconds += dt
-                sums.n += n
-                sums.batches += 1
-                sums.loss += loss_value * n
-                sums.ce += float(ce.detach()) * n
-                sums.correct += float((out.logits.detach().argmax(1) == y).sum())
-                sums.nfe_f += float(out.nfe_forward)
-                nb = _backward_nfe(out.stats)
-                if nb is not None:
-                    sums.nfe_b += nb
-                    sums.nfe_b_batches += 1
-                sums.add_named("reg", out.regularizers)
-                sums.add_named("metric", out.metrics)
+                sums.add_step(out, ce, loss_value, y, dt)
                 seen.update(out.regularizers)
                 step += 1
                 if bar is not None:
@@ -657,21 +650,8 @@ def fit(
                 plain.train()
             _sync(ctx.device)
             eval_s = time.perf_counter() - t_eval
-            named = {k: s / c for k, (s, c) in red.named.items() if c > 0}
-            row = {
-                "epoch": step / spe, "step": step,
-                "train_loss": red.loss / red.n, "train_ce": red.ce / red.n,
-                "train_acc": 100.0 * red.correct / red.n,
-                "nfe_forward": red.nfe_f / red.batches,
-                "nfe_backward": red.nfe_b / red.nfe_b_batches if red.nfe_b_batches else None,
-                **ev,
-                "regularizers": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("reg/")},
-                "metrics": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("metric/")},
-                **({"probes": probed} if probes is not None else {}),
-                "weights": {k: w((step - 1) / total) for k, w in weights.items()},
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_s": red.seconds, "train_time_s": train_time, "eval_s": eval_s,
-            }
+            row = _round_row(red, ev, step=step, spe=spe, total=total, weights=weights, optimizer=optimizer,
+                             probed=probed if probes is not None else None, train_time=train_time, eval_s=eval_s)
             history.append(row)
             rounds_done += 1
             new_cols = _row_columns(row)
@@ -712,6 +692,60 @@ def fit(
             _results.write_json(json_path, record)
     record["paths"] = {"json": str(json_path), "checkpoint": str(ckpt_path)}
     return record
+
+
+def _finished_record(payload: dict, paths: RunPaths, total: int, ctx: DistContext) -> dict | None:
+    """The stored record of a run whose checkpoint is at its last step, if that record says it finished."""
+    stored = _distributed.broadcast_object(_read_record(paths.json) if ctx.is_main else None, ctx)
+    if stored and stored.get("complete"):
+        stored["paths"] = {"json": str(paths.json), "checkpoint": str(paths.checkpoint)}
+        return stored
+    return None
+
+
+def _restore(payload: dict, *, model, optimizer, scheduler, ctx: DistContext) -> tuple[int, list, float]:
+    """Model, optimizer, scheduler and this rank's RNG from a checkpoint; the step, history and training time."""
+    _checkpoint.restore(payload, model=model, optimizer=optimizer, scheduler=scheduler)
+    _checkpoint.set_rng_state(payload["rng"][ctx.rank])
+    return payload["step"], list(payload["history"]), float(payload["extra"].get("train_time_s", 0.0))
+
+
+def _new_record(*, run: RunInfo, config, loop: LoopConfig, ctx: DistContext, train_data, test_data, total: int,
+                spe: int, eval_every: int, history: list, started: str) -> dict:
+    """The run record before its first round: what ran, where, on which data (see train._results)."""
+    env = _results.environment(world_size=ctx.world_size, device=str(ctx.device))
+    return {
+        "format": _results.FORMAT, "version": _results.VERSION,
+        "name": run.name, "script": run.script, "model": run.model, "baseline": run.baseline,
+        "config": _results.portable_config(config) if isinstance(config, dict) else config,
+        "seed": loop.seed,
+        "data": {"train": train_data.description, "test": test_data.description,
+                 "train_items": len(train_data), "test_items": len(test_data)},
+        "loop": {"steps_total": total, "steps_per_epoch": spe, "eval_every": eval_every,
+                 "world_size": ctx.world_size, "batch_size_per_rank": loop.batch_size},
+        "environment": env, "history": history, "summary": {}, "paper": dict(run.paper) if run.paper else None,
+        "notes": run.notes, "complete": False, "started": started,
+    }
+
+
+def _round_row(red: _Sums, ev: dict, *, step: int, spe: int, total: int, weights, optimizer, probed: dict | None,
+               train_time: float, eval_s: float) -> dict:
+    """One history row: the round's training means, its evaluation, and the state after it."""
+    named = {k: s / c for k, (s, c) in red.named.items() if c > 0}
+    return {
+        "epoch": step / spe, "step": step,
+        "train_loss": red.loss / red.n, "train_ce": red.ce / red.n,
+        "train_acc": 100.0 * red.correct / red.n,
+        "nfe_forward": red.nfe_f / red.batches,
+        "nfe_backward": red.nfe_b / red.nfe_b_batches if red.nfe_b_batches else None,
+        **ev,
+        "regularizers": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("reg/")},
+        "metrics": {k.split("/", 1)[1]: v for k, v in named.items() if k.startswith("metric/")},
+        **({"probes": probed} if probed is not None else {}),
+        "weights": {k: w((step - 1) / total) for k, w in weights.items()},
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_s": red.seconds, "train_time_s": train_time, "eval_s": eval_s,
+    }
 
 
 def _record_failure(json_path: Path, record: dict, ctx: DistContext) -> None:
