@@ -14,7 +14,7 @@ explicit f(0, x) and the solve has nothing to do. Reported per checkpoint:
 
 Prints one Markdown row per checkpoint (the checkpoint's config tells how to rebuild the model);
 ``--json FILE`` also merges the numbers into FILE keyed by "<group>/<run name>", where
-make_table.py picks them up.
+``python -m train.reproduce mnist_deq`` picks them up.
 """
 
 from __future__ import annotations

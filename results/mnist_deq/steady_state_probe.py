@@ -4,8 +4,8 @@
 
 For an untrained model (seed 0) and for each trained model in the given checkpoint folders
 (train.mnist checkpoints of the continuous groups, e.g. runs/mnist_deq_bench_checkpoints/
-continuous_full10ep from run_full10ep.sh), solve the first test images with Tsit5 at rtol 0.005
-and each (steady-state test, integrator atol) setting; report mean NFE per batch, how many solves
+continuous_full10ep, trained by python -m train.reproduce mnist_deq), solve the first test images
+with Tsit5 at rtol 0.005 and each (steady-state test, integrator atol) setting; report mean NFE per batch, how many solves
 failed (max_steps = 50), the accuracy and the worst per-sample relative residual. Writes
 results/mnist_deq/steady_state_probe.md. One torch thread.
 """
