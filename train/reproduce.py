@@ -513,12 +513,15 @@ def reproduce(table: Table, *, budget: str = "cpu", seeds: tuple[int, ...] | Non
             print(f"{command}    # {j.status}: {j.record}")
             continue
         print(f"=== {j.record} ({j.status}): {command}", flush=True)
-        result = subprocess.run([sys.executable, *j.argv], cwd=root)
+        # one OpenMP thread unless asked otherwise, as every committed run had (--threads 1 sets torch's)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        result = subprocess.run([sys.executable, *j.argv], cwd=root, env=env)
         if result.returncode != 0:
             raise UserError(f"{j.record}: the run exited with {result.returncode} (its log is above); fix and run "
                             f"python -m train.reproduce {table.name} again to continue")
     if dry_run:
-        print(f"then render {out_folder(table, budget)}/{table.markdown}")
+        print(f"then {'measure' if table.measured else 'render'} {out_folder(table, budget)}/{table.markdown}"
+              + (f" ({table.note})" if table.note else ""))
         return 0
     md = render(table, root=root, budget=budget)
     print(f"wrote {md.relative_to(root) if md.is_relative_to(root) else md}")
