@@ -43,3 +43,12 @@ def test_cli_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         exp.main(["authors", "no/such/folder"])
     assert e.value.code == 2 and "folder not found" in capsys.readouterr().err
+
+
+def test_prediction_table_pairs_by_seed():
+    runs = {"nsde_seed0": {"model": "nsde", "seed": 0, "predict_s_per_batch_median": 3.0, "predict_s_test_set_estimate": 60.0,
+                           "nfe_drift_per_batch_median": 334},
+            "ernsde_seed0": {"model": "ernsde", "seed": 0, "predict_s_per_batch_median": 1.5,
+                             "predict_s_test_set_estimate": 30.0, "nfe_drift_per_batch_median": 174}}
+    text = exp.prediction_table({"runs": runs})
+    assert "| ernsde_seed0 | 174 | 1.500 | 30.0 | 2.00 |" in text and "| nsde_seed0 | 334 | 3.000 | 60.0 | – |" in text

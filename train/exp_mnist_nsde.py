@@ -193,6 +193,74 @@ def sweep_table(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _model_from_checkpoint(record: dict, checkpoint: Path):
+    """The trained model of a run: built from its record's config, weights from its checkpoint."""
+    from models.mnist_nsde import BUILDERS
+    from train._checkpoint import load_checkpoint
+
+    cfg = record["config"]
+    options = {k: cfg[f] for k, f in (("scheme", "sde_scheme"), ("rtol", "rtol"), ("atol", "atol"),
+                                      ("aggregation", "aggregation"), ("init", "init"), ("step_path", "step_path"),
+                                      ("max_steps", "max_steps")) if cfg.get(f) is not None}
+    model = BUILDERS[record["model"]](**options)
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    return model.eval()
+
+
+def measure_prediction(folder: Path, checkpoints: list[Path], *, batches: int, repeats: int, seed: int = 0) -> dict:
+    """Test prediction seconds of every run's final model on the same test batches (512 images, 10
+    trajectories each, as the records' evaluation), interleaved: each repeat times every model once per
+    batch in turn, so load from other processes hits all of them alike. Medians over repeats."""
+    import time
+
+    import torch
+
+    from train import _data
+
+    torch.set_num_threads(1)
+    records = {r["name"]: r for r in _load(folder) if r["complete"]}
+    found = {}
+    for name in records:
+        for c in checkpoints:
+            if (c / f"{name}.pt").is_file():
+                found[name] = _model_from_checkpoint(records[name], c / f"{name}.pt")
+                break
+    test = _data.load("mnist", records[next(iter(found))]["config"].get("data_dir"), train=False, normalize=False)
+    bs = 512
+    xs = [test.x[i * bs:(i + 1) * bs] for i in range(batches)]
+    times = {n: [] for n in found}
+    nfe = {n: [] for n in found}
+    with torch.no_grad():
+        for r in range(repeats):
+            for k, x in enumerate(xs):
+                for name, model in found.items():
+                    torch.manual_seed(seed * 100_003 + r * 1009 + k)  # the same Brownian draws for every model
+                    start = time.perf_counter()
+                    out = model(x)
+                    times[name].append(time.perf_counter() - start)
+                    nfe[name].append(out.stats.nfe_drift)
+    return {"batches": batches, "batch_size": bs, "trajectories": 10, "repeats": repeats,
+            "runs": {n: {"model": records[n]["model"], "seed": records[n]["seed"],
+                         "predict_s_per_batch_median": statistics.median(times[n]),
+                         "predict_s_test_set_estimate": statistics.median(times[n]) * len(test) / bs,
+                         "nfe_drift_per_batch_median": statistics.median(nfe[n]), "seconds": times[n]}
+                     for n in found}}
+
+
+def prediction_table(result: dict) -> str:
+    runs = result["runs"]
+    lines = ["| run | drift NFE per batch (median) | predict s per batch (median) | whole test set, s (estimate) | "
+             "nsde / this, same seed |", "|---|---|---|---|---|"]
+    base = {r["seed"]: r for r in runs.values() if r["model"] == "nsde"}
+    for name in sorted(runs, key=lambda n: (VARIANTS.index(runs[n]["model"]), runs[n]["seed"])):
+        r = runs[name]
+        b = base.get(r["seed"])
+        ratio = b["predict_s_per_batch_median"] / r["predict_s_per_batch_median"] if b and r is not b else None
+        lines.append(f"| {name} | {r['nfe_drift_per_batch_median']:.0f} | {r['predict_s_per_batch_median']:.3f} | "
+                     f"{r['predict_s_test_set_estimate']:.1f} | {_fmt(ratio, '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def replace_block(text: str, table: str, name: str = "runs") -> str:
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     a, b = text.index(start) + len(start), text.index(end)
@@ -207,9 +275,32 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="what", required=True)
     a = sub.add_parser("authors", help="paper_table.md of a folder of --preset authors runs")
     a.add_argument("folder", type=Path)
+    m = sub.add_parser("predict", help="interleaved prediction timing of a folder's final models (checkpoints) "
+                                       "into <folder>/predict_timing.json and .md")
+    m.add_argument("folder", type=Path)
+    m.add_argument("--checkpoints", type=Path, action="append", default=None,
+                   help="folder(s) holding <run>.pt (default: <folder>/checkpoints)")
+    m.add_argument("--batches", type=int, default=5)
+    m.add_argument("--repeats", type=int, default=3)
+    m.add_argument("--note", default="", help="what else ran on the machine")
     r = sub.add_parser("readme", help="the run table inside results/mnist_nsde/README.md")
     r.add_argument("--folder", type=Path, default=Path("results/mnist_nsde"))
     args = p.parse_args(argv)
+    if args.what == "predict":
+        from train._results import environment, write_json_and_summary
+
+        result = measure_prediction(args.folder, args.checkpoints or [args.folder / "checkpoints"],
+                                    batches=args.batches, repeats=args.repeats)
+        result["environment"] = environment()
+        result["note"] = args.note
+        hw = result["environment"]["hardware"]
+        md = (f"# Prediction timing of the final models ({args.folder.name})\n\nGenerated by `python -m "
+              f"train.exp_mnist_nsde predict` on {hw['cpu']} (1 thread): the first {args.batches} test batches of "
+              f"512 images × 10 trajectories, every model timed on each batch in turn, {args.repeats} repeats, "
+              f"medians. {args.note}\n\n" + prediction_table(result))
+        write_json_and_summary(args.folder / "predict_timing.json", result, md)
+        print(md)
+        return 0
     if args.what == "authors":
         if not args.folder.is_dir():
             p.error(f"folder not found: {str(args.folder)!r}")
