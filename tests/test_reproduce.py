@@ -30,7 +30,9 @@ def _committed_records() -> list[str]:
 def records(tmp_path_factory) -> Path:
     """A copy of the repository's committed records (nothing else), to render in."""
     root = tmp_path_factory.mktemp("repo")
-    for f in _committed_records():
+    # a table written into a README replaces a block of it, so that README comes along
+    in_place = [f"{t.folder}/{t.markdown}" for t in RENDERED if t.markdown == "README.md"]
+    for f in _committed_records() + in_place:
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / f, root / f)
     return root
