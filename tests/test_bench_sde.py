@@ -2,10 +2,13 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from train import _bench_sde
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _pt(error, evals, seconds=1.0):
@@ -27,9 +30,10 @@ def test_equal_error_interpolates_in_log_space_inside_each_pairs_overlap():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(), reason="needs MNIST in ../shared/data")
 def test_quick_run_writes_json_and_markdown(tmp_path):
     out = tmp_path / "sde.json"
-    assert _bench_sde.main(["--quick", "--out", str(out)]) == 0
+    assert _bench_sde.main(["--quick", "--out", str(out), "--data-dir", str(DATA)]) == 0
     rec = json.loads(out.read_text())
     assert [c["problem"] for c in rec["cases"]] == ["gbm", "mnist_nsde"]
-    assert "At equal strong error" in out.with_suffix(".md").read_text()
+    assert "Against SOSRI at equal strong error" in out.with_suffix(".md").read_text()
