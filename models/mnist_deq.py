@@ -37,7 +37,7 @@ from implicit.deq._renamed import renamed_keyword
 from models._base import ZooOutput
 
 __all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "SOLVER_ALIASES", "STOPPING_TESTS",
-           "solver_name", "build", "BUILDERS", "PAPER", "PAPER_JR", "paper_numbers", "deq_metrics", "deq_regularizers"]
+           "solver_name", "build", "BUILDERS", "deq_metrics", "deq_regularizers"]
 
 VARIANTS = ("deq", "skipdeq", "skipregdeq")
 # the command-line names of the root solvers: one spelling per solver across the zoo and the CLIs
@@ -263,26 +263,3 @@ def _builder(variant: str):
 
 # name -> builder(*, solver=..., jacobian_reg=..., width=..., tol=..., max_iter=...)
 BUILDERS = {name: _builder(name) for name in VARIANTS}
-
-# The paper's MNIST FC table (Pal et al. 2022), continuous solve without Jacobian
-# regularization, keyed like the run records' summaries. With JR the paper reports: test %
-# 98.12 / 97.75 / 98.02, NFE 5.03 / 4.00 / 4.00, training minutes 7.32 / 6.02 / 5.13,
-# prediction s/batch 0.011 / 0.012 / 0.012 (deq / skipdeq / skipregdeq).
-PAPER = {
-    "deq": {"test_acc": 97.93, "test_nfe": 18.3, "train_time_s": 5.20 * 60, "predict_s_per_batch": 0.038},
-    "skipdeq": {"test_acc": 97.76, "test_nfe": 4.00, "train_time_s": 1.71 * 60, "predict_s_per_batch": 0.010},
-    "skipregdeq": {"test_acc": 97.97, "test_nfe": 4.00, "train_time_s": 1.30 * 60, "predict_s_per_batch": 0.010},
-}
-PAPER_JR = {
-    "deq": {"test_acc": 98.12, "test_nfe": 5.03, "train_time_s": 7.32 * 60, "predict_s_per_batch": 0.011},
-    "skipdeq": {"test_acc": 97.75, "test_nfe": 4.00, "train_time_s": 6.02 * 60, "predict_s_per_batch": 0.012},
-    "skipregdeq": {"test_acc": 98.02, "test_nfe": 4.00, "train_time_s": 5.13 * 60, "predict_s_per_batch": 0.012},
-}
-
-
-def paper_numbers(name: str, config) -> dict | None:
-    """The paper's numbers for a run: its MNIST FC table is for the continuous solve only, with
-    and without Jacobian regularization; other solvers have no published row."""
-    if getattr(config, "solver", "continuous") != "continuous":
-        return None
-    return (PAPER_JR if getattr(config, "jacobian_reg", False) else PAPER).get(name)

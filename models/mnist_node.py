@@ -41,7 +41,7 @@ from torch import nn
 
 from models._base import ZooOutput
 
-__all__ = ["MNISTNODEConfig", "MNISTNODE", "ODEFunc", "VARIANTS", "REGULARIZERS", "PAPER", "build", "BUILDERS",
+__all__ = ["MNISTNODEConfig", "MNISTNODE", "ODEFunc", "VARIANTS", "REGULARIZERS", "build", "BUILDERS",
            "TSIT5_STABILITY_SIZE"]
 
 # OrdinaryDiffEq.jl v5.50.0, src/alg_utils.jl: alg_stability_size(alg::Tsit5) = 3.5068 (the authors
@@ -58,12 +58,6 @@ REGULARIZERS = {
     "steer+er": ("error",), "steer+sr": ("stiffness",), "sr+er": ("stiffness", "error"),
 }
 STEER_VARIANTS = ("steer", "steer+er", "steer+sr")
-# The paper's MNIST NODE table (arXiv 2105.03918, Table 1), where the brief quotes it: test
-# accuracy % and test NFE. Other cells are left out rather than guessed.
-PAPER = {
-    "node": {"test_acc": 97.94, "test_nfe": 253.0},
-    "ernode": {"test_acc": 97.32, "test_nfe": 177.0},
-}
 
 
 class ODEFunc(nn.Module):

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.mnist_deq import BUILDERS, FCCell, MNISTDEQConfig, MNISTFCDEQ, PAPER, VARIANTS
+from models.mnist_deq import BUILDERS, FCCell, MNISTDEQConfig, MNISTFCDEQ, VARIANTS
+from train import exp_mnist_deq
+from train.exp_mnist_deq import PAPER
 
 
 def _images(n=6, seed=0):
@@ -151,7 +153,6 @@ def test_bad_options_are_clear_errors():
 
 
 def test_run_records_quote_the_paper_row_of_their_own_solver_and_regularization():
-    from models import mnist_deq
     from train import mnist
 
     registry = mnist.Registry.discover()
@@ -160,10 +161,10 @@ def test_run_records_quote_the_paper_row_of_their_own_solver_and_regularization(
     def cfg(*opts):
         return mnist.parse_config(["--model", "skipdeq", *opts])
 
-    assert paper_of(cfg("--solver", "continuous")) == mnist_deq.PAPER["skipdeq"]
-    assert paper_of(cfg("--solver", "continuous", "--jacobian-reg")) == mnist_deq.PAPER_JR["skipdeq"]
+    assert paper_of(cfg("--solver", "continuous")) == exp_mnist_deq.PAPER["skipdeq"]
+    assert paper_of(cfg("--solver", "continuous", "--jacobian-reg")) == exp_mnist_deq.PAPER_JR["skipdeq"]
     assert paper_of(cfg("--solver", "newton")) is None  # the paper has no discrete MNIST FC row
-    assert mnist_deq.PAPER["deq"]["test_nfe"] != mnist_deq.PAPER_JR["deq"]["test_nfe"]
+    assert exp_mnist_deq.PAPER["deq"]["test_nfe"] != exp_mnist_deq.PAPER_JR["deq"]["test_nfe"]
 
 
 def test_continuous_steady_state_tests():

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from models.mnist_deq import PAPER, PAPER_JR, VARIANTS
+from models.mnist_deq import VARIANTS
+from train.exp_mnist_deq import PAPER, PAPER_JR
 
 from train._checkpoint import atomic_write_bytes
 

@@ -178,6 +178,7 @@ FAMILIES = (
                          "aggregation": "authors", "init": "glorot", "inputs": "unit", "eval_batch_size": 512,
                          "max_steps": 100},
         probes=_node_probes,
+        experiment="train.exp_mnist_node",
     ),
     Family(
         name="deq", module="models.mnist_deq", baseline="deq", weights=_deq_weights,
@@ -190,6 +191,7 @@ FAMILIES = (
                                  **({"stopping_test": c.steady_state_test} if c.steady_state_test else {}),
                                  **({"integrator": c.integrator} if c.integrator else {})},
         description="fully connected DEQs (see models.mnist_deq)",
+        experiment="train.exp_mnist_deq",
     ),
     Family(
         name="nsde", module="models.mnist_nsde", baseline="nsde", weights=_nsde_weights,

@@ -73,7 +73,7 @@ MAIN_OUT = "results/mnist/authors"
 ABLATION_OUT = "results/mnist/authors_ablation"
 CHECKPOINTS = "runs/mnist_authors_ckpt"
 
-# The paper's Table 1 (MNIST NODE): test accuracy % and NFE quoted in models.mnist_node.PAPER.
+# The paper's Table 1 (MNIST NODE): test accuracy % and NFE quoted in train.exp_mnist_node.PAPER.
 _MAIN_BUDGET = ("--epochs", "2")
 _ABLATION_BUDGET = ("--epochs", "2", "--limit-train", "10240", "--limit-test", "2048", "--seed", "0")
 
@@ -287,7 +287,7 @@ def table(folder: Path) -> Path:
     recs = {r["name"]: r for r in _records(folder)}
     timing_path = folder / "predict_timing.json"
     timing = json.loads(timing_path.read_text())["runs"] if timing_path.is_file() else {}
-    from models.mnist_node import PAPER
+    from train.exp_mnist_node import PAPER
 
     def base_of(rec):
         # the vanilla run with the same budget and the same solve (aggregation and step path do not
