@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from models.mnist_deq import VARIANTS
-from train.exp_mnist_deq import PAPER, PAPER_JR
+from train.exp_mnist_deq import LAMBDA_SKIP, PAPER, PAPER_JR
 
 from train._checkpoint import atomic_write_bytes
 
@@ -25,7 +25,7 @@ def _fmt(v, spec):
 
 
 SEEDED = "_seeds_25ep"  # groups holding several seeds and skip-loss weights
-DEFAULT_SKIP_WEIGHT = 0.01  # the paper's λ_skip, train.mnist's default for skipdeq / skipregdeq
+DEFAULT_SKIP_WEIGHT = LAMBDA_SKIP  # the paper's λ_skip, train.mnist's default for skipdeq / skipregdeq
 
 
 def load(folder: Path, names: Iterable[str]):

@@ -28,9 +28,9 @@ from typing import Any, Callable, Mapping
 import torch
 
 from implicit import SolverError
-from train import _cli, _data, _distributed, _trainer
+from train import _cli, _data, _distributed, _trainer, exp_mnist_deq, exp_mnist_node, exp_mnist_nsde
 from train._errors import UserError
-from train._trainer import Constant, EpochwiseExponential, ExponentialAnneal, WeightSchedule
+from train._trainer import Constant, WeightSchedule
 
 SCRIPT = "train.mnist"
 
@@ -67,21 +67,6 @@ class Family:
     experiment: str | None = None
 
 
-def _node_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
-    # Paper: λ_E annealed exponentially from 100 to 10 over training; λ_S = 0.0285; TayNODE λ = 3.02e-3.
-    # --preset authors: their per-epoch schedule of λ_E, and λ_S = 0.1 on their max-of-|S| term
-    # (train/mnist_node_authors.py names the source lines).
-    if config.preset == "authors":
-        er = {"error": EpochwiseExponential(start=100.0, end=10.0, epochs=config.epochs)}
-    else:
-        er = {"error": ExponentialAnneal(start=100.0, end=10.0)}
-    sr = {"stiffness": Constant(value=0.1 if config.aggregation == "authors" else 0.0285)}
-    return {
-        "node": {}, "steer": {}, "ernode": er, "srnode": sr, "taynode": {"taylor": Constant(value=3.02e-3)},
-        "steer+er": er, "steer+sr": sr, "sr+er": {**sr, **er},
-    }[variant]
-
-
 def _node_tolerance(rtol, atol):
     return {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
 
@@ -109,26 +94,10 @@ def _node_probes(config: "MNISTConfig", train):
     return probe
 
 
-def _deq_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
-    # Skip DEQ paper: λ_skip = 0.01, λ_jac = 1.0. The authors' MNIST FC script weights the same
-    # mean-|·| skip loss by 5; at ≥ 1 the layer here trains into an explicit one, at 0.1 nearly so
-    # (results/mnist_deq), so the paper's stated 0.01 stays the default; --reg-weight skip=W sets it.
-    weights = {"skip": Constant(value=0.01)} if variant != "deq" else {}
-    if config.jacobian_reg:
-        weights["jacobian"] = Constant(value=1.0)
-    return weights
-
-
 def _deq_tolerance(rtol, atol):
     if atol is not None:
         raise ValueError("--atol does not apply to DEQ models (their solve stops on the relative residual --rtol)")
     return {"tol": rtol} if rtol is not None else {}
-
-
-def _nsde_weights(variant: str, config: "MNISTConfig") -> dict[str, WeightSchedule]:
-    # the paper's λ_E = 10 and λ_S = 0.1, constant; the authors' script has the same (λ₀ = λ₁)
-    module = importlib.import_module("train.exp_mnist_nsde")
-    return {name: Constant(value=float(v)) for name, v in module.REG_WEIGHTS[variant].items()}
 
 
 def _nsde_options(config: "MNISTConfig") -> dict:
@@ -161,31 +130,20 @@ def _nsde_probes(config: "MNISTConfig", train):
     return probe
 
 
-_SMALL = {"epochs": 2, "batch_size": 128, "limit_train": 10_000, "limit_test": None}
-
 FAMILIES = (
     Family(
-        name="node", module="models.mnist_node", baseline="node", weights=_node_weights,
-        small={**_SMALL, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5},
-        paper={"epochs": 75, "batch_size": 512, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5,
-               "limit_train": None, "limit_test": None},
+        name="node", module="models.mnist_node", baseline="node", weights=exp_mnist_node.weights,
+        small=exp_mnist_node.SMALL, paper=exp_mnist_node.PAPER_SCHEDULE,
         tolerance=_node_tolerance,
         extra_options=_node_options,
         description="neural ODEs, Tsit5 on [0, 1], default rtol = atol = 1e-5 (see models.mnist_node)",
-        authors={"epochs": 75, "batch_size": 512, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_decay": 1e-5,
-                 "limit_train": None, "limit_test": None},
-        authors_options={"rtol": 1.4e-8, "atol": 1.4e-8, "controller": "pi", "step_path": "initial",
-                         "aggregation": "authors", "init": "glorot", "inputs": "unit", "eval_batch_size": 512,
-                         "max_steps": 100},
+        authors=exp_mnist_node.AUTHORS_SCHEDULE, authors_options=exp_mnist_node.AUTHORS_OPTIONS,
         probes=_node_probes,
         experiment="train.exp_mnist_node",
     ),
     Family(
-        name="deq", module="models.mnist_deq", baseline="deq", weights=_deq_weights,
-        small={**_SMALL, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "lr_decay": 0.0, "batch_size": 32,
-               "epochs": 1},
-        paper={"epochs": 25, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "lr_decay": 0.0,
-               "limit_train": None, "limit_test": None},
+        name="deq", module="models.mnist_deq", baseline="deq", weights=exp_mnist_deq.weights,
+        small=exp_mnist_deq.SMALL, paper=exp_mnist_deq.PAPER_SCHEDULE,
         tolerance=_deq_tolerance,
         extra_options=lambda c: {"solver": c.solver, "jacobian_reg": c.jacobian_reg,
                                  **({"stopping_test": c.steady_state_test} if c.steady_state_test else {}),
@@ -194,20 +152,12 @@ FAMILIES = (
         experiment="train.exp_mnist_deq",
     ),
     Family(
-        name="nsde", module="models.mnist_nsde", baseline="nsde", weights=_nsde_weights,
-        small={**_SMALL, "optimizer": "adam", "lr": 0.01, "momentum": 0.0, "lr_decay": 0.0, "limit_test": 2_000},
-        paper={"epochs": 40, "batch_size": 512, "optimizer": "adam", "lr": 0.01, "momentum": 0.0, "lr_decay": 0.0,
-               "limit_train": None, "limit_test": None},
+        name="nsde", module="models.mnist_nsde", baseline="nsde", weights=exp_mnist_nsde.weights,
+        small=exp_mnist_nsde.SMALL, paper=exp_mnist_nsde.PAPER_SCHEDULE,
         tolerance=_node_tolerance,
         extra_options=_nsde_options,
         description="neural SDEs (see models.mnist_nsde)",
-        # RegNeuralDE.jl experiments/mnist_nsde.jl + configs/mnist_nsde.yml (read at commit 0baa4544):
-        # Optimiser(InvDecay(1e-5), ADAM(0.01)), batch 512, 40 epochs, Float32 pixels in [0, 1], accuracy
-        # over 10 trajectories; the solver settings are train.exp_mnist_nsde.AUTHORS. InvDecay there scales
-        # the gradient before ADAM, here the learning rate after it: over 40 epochs both are < 5 %.
-        authors={"epochs": 40, "batch_size": 512, "optimizer": "adam", "lr": 0.01, "momentum": 0.0, "lr_decay": 1e-5,
-                 "limit_train": None, "limit_test": None},
-        authors_options={"rtol": 0.14, "atol": 0.14, "inputs": "unit", "eval_batch_size": 512},
+        authors=exp_mnist_nsde.AUTHORS_SCHEDULE, authors_options=exp_mnist_nsde.AUTHORS_OPTIONS,
         probes=_nsde_probes,
         experiment="train.exp_mnist_nsde",
     ),
@@ -427,7 +377,7 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
     authors = dict(family.authors_options) if args.preset == "authors" else {}
     if args.preset == "authors" and family.name == "nsde":
         # the solver differs by variant (SOSRI2 for srnsde): resolved here so that the record names it
-        per_variant = importlib.import_module("train.exp_mnist_nsde").AUTHORS[args.model]
+        per_variant = exp_mnist_nsde.AUTHORS[args.model]
         authors.update({("sde_scheme" if k == "scheme" else k): v for k, v in per_variant.items()})
     node_only = {k: getattr(args, k) for k in SOLVER_FLAGS}
     for key, value in node_only.items():
