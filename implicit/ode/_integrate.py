@@ -100,21 +100,28 @@ class ODEStats:
         ``"max"``. A solve without accepted steps gives 0. |h_j| is in the graph when the solve
         tracked its step-size path. None when the estimate was not recorded.
         """
-        if name not in _RECORDS:
-            raise ValueError(f"name must be one of {tuple(_RECORDS)}, got {name!r}")
-        check_reduction(reduction)
-        x = getattr(self, _RECORDS[name])
-        if x is None:
-            return None
-        h = self.step_sizes_in_graph if self.step_sizes_in_graph is not None else self.step_sizes.to(x.dtype)
-        terms = x * h
-        if terms.numel() == 0:
-            return terms.sum()
-        return {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[reduction](terms)
+        return step_regularizer(self, name, reduction)
 
 
 _RECORDS = {"error": "error_estimates", "stiffness": "stiffness_estimates"}
 REDUCTIONS = ("sum", "mean", "max")
+
+
+def step_regularizer(record, name: str, reduction: str) -> Tensor | None:
+    """Σ/mean/max over the accepted steps of X_j·|h_j| from a solve record (ODEStats, SDEStats): X its
+    ``error_estimates`` or ``stiffness_estimates``, |h_j| its ``step_sizes_in_graph`` when it kept them in
+    the graph, else its ``step_sizes``. 0 without accepted steps; None when X was not recorded."""
+    if name not in _RECORDS:
+        raise ValueError(f"name must be one of {tuple(_RECORDS)}, got {name!r}")
+    check_reduction(reduction)
+    x = getattr(record, _RECORDS[name])
+    if x is None:
+        return None
+    h = record.step_sizes_in_graph if record.step_sizes_in_graph is not None else record.step_sizes.to(x)
+    terms = x * h
+    if terms.numel() == 0:
+        return terms.sum()
+    return {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[reduction](terms)
 STEP_PATHS = ("detached", "tracked", "initial")
 
 

@@ -440,7 +440,7 @@ def solve_sri(
         t_final=t,
         outcome=outcome,
         message=message,
-        initial_step=h_first if torch.is_tensor(h_first) else None,
+        initial_step=h_first,
         step_sizes_in_graph=h_graph,
         backward_counter=backward,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from implicit._outcome import Outcome
+from implicit.ode._integrate import step_regularizer
 
 
 class _Counter:
@@ -74,24 +75,9 @@ class SDEStats:
         ``reduction``: ``"sum"`` (equals ``reg_error``/``reg_stiffness``), ``"mean"`` or ``"max"``;
         a solve without accepted steps gives 0. None when the estimate was not recorded.
         """
-        if name not in _RECORDS:
-            raise ValueError(f"name must be one of {tuple(_RECORDS)}, got {name!r}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        x = getattr(self, _RECORDS[name])
-        if x is None:
-            return None
-        h = self.step_sizes_in_graph if self.step_sizes_in_graph is not None else self.step_sizes.to(x)
-        terms = x * h
-        if terms.numel() == 0:
-            return terms.sum()
-        return {"sum": torch.sum, "mean": torch.mean, "max": torch.amax}[reduction](terms)
+        return step_regularizer(self, name, reduction)
 
     @property
     def nfe_backward(self) -> int:
         """Drift/diffusion vector-Jacobian products made by backward passes so far (0 before)."""
         return self.backward_counter.value
-
-
-_RECORDS = {"error": "error_estimates", "stiffness": "stiffness_estimates"}
-REDUCTIONS = ("sum", "mean", "max")
