@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models._base import ZooOutput
+from models._base import ZooOutput, authors_error, authors_stiffness
 
 __all__ = ["MNISTNODEConfig", "MNISTNODE", "ODEFunc", "VARIANTS", "REGULARIZERS", "build", "BUILDERS",
            "TSIT5_STABILITY_SIZE"]
@@ -144,7 +144,8 @@ class MNISTNODE(nn.Module):
         if self.config.aggregation == "paper":
             available = {"error": stats.reg_error, "stiffness": stats.reg_stiffness, "taylor": stats.reg_taylor}
         else:
-            available = {"error": _authors_error(stats), "stiffness": _authors_stiffness(stats),
+            available = {"error": authors_error(stats, stats.initial_step),
+                         "stiffness": authors_stiffness(stats, TSIT5_STABILITY_SIZE),
                          "taylor": stats.reg_taylor}
         regularizers = {name: available[name] for name in REGULARIZERS[self.config.variant] if available[name] is not None}
         metrics = {"accepted": float(stats.n_accepted), "rejected": float(stats.n_rejected)}
@@ -163,21 +164,6 @@ class MNISTNODE(nn.Module):
             stats=stats,
             metrics=metrics,
         )
-
-
-def _authors_error(stats):
-    """mean([1·h_0, E_1 h_1, ..., E_n h_n]): the authors' saved values include the start."""
-    if stats.error_estimates is None or stats.initial_step is None:
-        return None
-    return (stats.initial_step + stats.regularizer("error", "sum")) / (stats.n_accepted + 1)
-
-
-def _authors_stiffness(stats):
-    """max([1, S_1, ..., S_n]) / 3.5068: eigen_est starts at 1 and is saved at the start too."""
-    s = stats.stiffness_estimates
-    if s is None:
-        return None
-    return torch.cat([s.new_ones(1), s.abs()]).amax() / TSIT5_STABILITY_SIZE
 
 
 def build(config: MNISTNODEConfig) -> MNISTNODE:

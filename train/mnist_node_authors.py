@@ -41,7 +41,7 @@ in 6f4d0fbe); its Manifest pins OrdinaryDiffEq 5.50.0 (tag commit e6c0a9f9), Dif
   ``|eigen_est| / 3.5068`` (Tsit5's stability size) for SRNODE, aggregated by ``maximum`` with
   λ_S = 0.1 constant. OrdinaryDiffEq starts EEst and eigen_est at 1 (``src/solve.jl``), so the
   saved start values are 1·dt₀ and 1/3.5068 -> ``--aggregation authors``
-  (``models.mnist_node._authors_error``/``_authors_stiffness``).
+  (``models._base.authors_error``/``authors_stiffness``).
 * Training: ``Optimiser(InvDecay(1e-5), Momentum(0.1, 0.9))``, batch 512, shuffled, 75 epochs,
   seed 1999, cross-entropy on logits + λ·reg -> SGD lr 0.1 momentum 0.9, lr/(1 + 1e-5·step) (Flux
   decays the gradient before the momentum, torch the step after it; over the ≤ 236 steps run here
