@@ -211,8 +211,6 @@ def run(cfg: Config) -> dict:
                       "reference": "exact solution on the path" if ref_check is None else
                       f"SOSRI fixed steps 1/{cfg.ref_steps}", "reference_halving_error": ref_check,
                       "sweeps": sweeps, "equal_error": equal_error(sweeps)})
-    for p in problems:
-        p.pop("entropy", None)
     return {"format": "implicit-bench-sde", "config": to_plain(dataclasses.asdict(cfg)),
             "environment": environment(), "cases": cases}
 

@@ -227,13 +227,15 @@ def sweep_table(folder: Path) -> str:
 
 def _model_from_checkpoint(record: dict, checkpoint: Path):
     """The trained model of a run: built from its record's config, weights from its checkpoint."""
+    from types import SimpleNamespace
+
     from models.mnist_nsde import BUILDERS
+    from train import mnist
     from train._checkpoint import load_checkpoint
 
-    cfg = record["config"]
-    options = {k: cfg[f] for k, f in (("scheme", "sde_scheme"), ("rtol", "rtol"), ("atol", "atol"),
-                                      ("aggregation", "aggregation"), ("init", "init"), ("step_path", "step_path"),
-                                      ("max_steps", "max_steps")) if cfg.get(f) is not None}
+    # the options train.mnist built the model with, from the config the record stores
+    cfg = SimpleNamespace(**{**{k: None for k in mnist.SOLVER_FLAGS}, **record["config"]})
+    options = {**mnist._node_tolerance(cfg.rtol, cfg.atol), **mnist._nsde_options(cfg)}
     model = BUILDERS[record["model"]](**options)
     model.load_state_dict(load_checkpoint(checkpoint)["model"])
     return model.eval()
