@@ -226,7 +226,8 @@ def render_markdown(result: dict) -> str:
         "# Adaptive SDE solvers at equal strong error",
         "",
         f"`python -m train.bench sde` on {hw['cpu']} ({hw['torch_threads']} thread), commit "
-        f"{result['environment']['git'].get('commit', '?')[:7]}. {cfg['note']}".rstrip(),
+        f"{(result['environment']['git'].get('commit') or '?')[:7]}"
+        f"{' with uncommitted changes' if result['environment']['git'].get('dirty') else ''}. {cfg['note']}".rstrip(),
         "",
         "SOSRI adapts on its natural embedded error estimate (StochasticDiffEq's controller); SRK and Milstein are "
         f"torchsde's steps with step doubling (first step {cfg['dt0']}). Strong error at t = 1 is the mean over rows "
