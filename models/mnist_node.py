@@ -18,7 +18,7 @@ How the solve and the regularizers are set up (every option a config field):
 
 * ``rtol``/``atol`` (default 1e-5). The authors solved at 1.4e-8 in Float32, and that works here
   too: the embedded error estimate is a combination of stages times h, not a difference of two
-  rounded solutions, so it does not drown in rounding noise (`train/mnist_node_authors.py` holds
+  rounded solutions, so it does not drown in rounding noise (`train/exp_mnist_node.py` holds
   the measurements and the authors' settings with their sources).
 * ``controller``: ``"i"`` (torchdiffeq's integral controller, default) or ``"pi"``
   (OrdinaryDiffEq's PI controller with its Tsit5 defaults, as the authors' solver).

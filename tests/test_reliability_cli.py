@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from _battery import Battery, one_line_error, raises
-from train import _checkpoint, _distributed, _results, _trainer, cifar, mnist, mnist_node_authors, report
+from train import _checkpoint, _distributed, _results, _trainer, cifar, exp_mnist_node, exp_mnist_nsde, mnist, report
 from train._errors import UserError
 
 BATTERY = Battery("cli")
@@ -601,15 +601,18 @@ def report_of_a_missing_folder():
 
 @BATTERY.cli
 def authors_stream_out_of_range():
-    one_line_error(*_call(mnist_node_authors.main, ["run", "main", "--stream", "2", "--streams", "2"])[::2],
+    one_line_error(*_call(exp_mnist_node.main, ["run", "main", "--stream", "2", "--streams", "2"])[::2],
                    "--stream must be in [0, --streams)")
 
 
 @BATTERY.cli
 def authors_timing_without_runs():
     with tempfile.TemporaryDirectory() as d:
-        one_line_error(*_call(mnist_node_authors.main, ["time", d, "--repeats", "1"])[::2],
+        one_line_error(*_call(exp_mnist_node.main, ["time", d, "--repeats", "1"])[::2],
                        "no complete runs with checkpoints")
+        one_line_error(*_call(exp_mnist_node.main, ["predict", d, "--checkpoints", d])[::2],
+                       "no complete runs with checkpoints")
+        one_line_error(*_call(exp_mnist_nsde.main, ["predict", d])[::2], "no complete runs of")
 
 
 @BATTERY.cli

@@ -233,7 +233,7 @@ def test_two_processes_under_torchrun(tmp_path):
     assert str(tmp_path) not in json.dumps(rec) and rec["config"]["out"] == f"<{tmp_path.name}>"
 
 
-# --- --preset authors (train.mnist_node_authors) -------------------------------------------------
+# --- --preset authors (train.exp_mnist_node) ------------------------------------------------------
 
 
 def test_authors_preset_settings_and_overrides():
@@ -301,7 +301,7 @@ def test_a_solve_past_max_steps_ends_the_run_cleanly(tmp_path, capsys):
 
 @needs_mnist
 def test_authors_experiment_table_timing_and_steps_from_records(tmp_path):
-    from train import mnist_node_authors as exp
+    from train import exp_mnist_node as exp
 
     out = tmp_path / "authors"
     for model in ("node", "ernode"):
@@ -321,10 +321,17 @@ def test_authors_experiment_table_timing_and_steps_from_records(tmp_path):
     assert cells[9] == f"{rec['summary']['test_nfe']:.1f}"
     assert cells[10] == f"{base['summary']['test_nfe'] / rec['summary']['test_nfe']:.2f}"
     assert cells[11] == f"{rec['summary']['probes']['nfe_random']:.0f}" and cells[15] == "97.32, 177"
+    # the CPU-budget table's re-timing: same records and checkpoints, the whole test subset
+    assert exp.main(["predict", str(out), "--checkpoints", str(tmp_path / "ckpt"), "--repeats", "1",
+                     "--data-dir", str(DATA)]) == 0
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
+            for r in (out / "predict_timing.md").read_text().splitlines() if r.startswith("| ") and "seed0" in r}
+    assert set(rows) == {"node_seed0", "ernode_seed0"} and rows["node_seed0"][3] == "1.00"
+    assert rows["ernode_seed0"][1] == f"{rec['summary']['test_nfe']:.1f}" and float(rows["ernode_seed0"][2]) > 0
 
 
 def test_every_authors_run_is_a_valid_command():
-    from train import mnist_node_authors as exp
+    from train import exp_mnist_node as exp
 
     for group, runs in exp.RUNS.items():
         for name in runs:

@@ -245,11 +245,10 @@ def measure_prediction(folder: Path, checkpoints: list[Path], *, batches: int, r
     """Test prediction seconds of every run's final model on the same test batches (512 images, 10
     trajectories each, as the records' evaluation), interleaved: each repeat times every model once per
     batch in turn, so load from other processes hits all of them alike. Medians over repeats."""
-    import time
-
     import torch
 
     from train import _data
+    from train._timing import time_interleaved
 
     torch.set_num_threads(1)
     records = {r["name"]: r for r in _load(folder) if r["complete"]}
@@ -259,20 +258,18 @@ def measure_prediction(folder: Path, checkpoints: list[Path], *, batches: int, r
             if (c / f"{name}.pt").is_file():
                 found[name] = _model_from_checkpoint(records[name], c / f"{name}.pt")
                 break
+    if not found:
+        from train._errors import UserError
+
+        raise UserError(f"no complete runs of {str(folder)!r} with checkpoints under "
+                        f"{', '.join(repr(str(c)) for c in checkpoints)}")
     test = _data.load("mnist", records[next(iter(found))]["config"].get("data_dir"), train=False, normalize=False)
     bs = 512
     xs = [test.x[i * bs:(i + 1) * bs] for i in range(batches)]
-    times = {n: [] for n in found}
-    nfe = {n: [] for n in found}
-    with torch.no_grad():
-        for r in range(repeats):
-            for k, x in enumerate(xs):
-                for name, model in found.items():
-                    torch.manual_seed(seed * 100_003 + r * 1009 + k)  # the same Brownian draws for every model
-                    start = time.perf_counter()
-                    out = model(x)
-                    times[name].append(time.perf_counter() - start)
-                    nfe[name].append(out.stats.nfe_drift)
+    times, nfe = time_interleaved(
+        found, xs, repeats=repeats, nfe=lambda out: out.stats.nfe_drift, warmup=False,
+        # the same Brownian draws for every model
+        before_call=lambda r, k: torch.manual_seed(seed * 100_003 + r * 1009 + k))
     return {"batches": batches, "batch_size": bs, "trajectories": 10, "repeats": repeats,
             "runs": {n: {"model": records[n]["model"], "seed": records[n]["seed"],
                          "predict_s_per_batch_median": statistics.median(times[n]),
@@ -303,6 +300,7 @@ def replace_block(text: str, table: str, name: str = "runs") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from train import _cli
+    from train._errors import UserError
     from train._results import atomic_write_bytes
 
     p = _cli.ArgumentParser(prog="python -m train.exp_mnist_nsde", description=__doc__.split("\n\n")[0])
@@ -323,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "predict":
         from train._results import environment, write_json_and_summary
 
-        result = measure_prediction(args.folder, args.checkpoints or [args.folder / "checkpoints"],
-                                    batches=args.batches, repeats=args.repeats)
+        try:
+            result = measure_prediction(args.folder, args.checkpoints or [args.folder / "checkpoints"],
+                                        batches=args.batches, repeats=args.repeats)
+        except UserError as e:
+            p.error(str(e))
         result["environment"] = environment()
         result["note"] = args.note
         hw = result["environment"]["hardware"]

@@ -292,8 +292,8 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help=f"zoo model, one of: {', '.join(names)} (default: node)")
     p.add_argument("--preset", default="small", choices=PRESETS,
                    help="small: a few-minute CPU run on a subset; paper: the paper's full schedule; authors (node "
-                        "and nsde families): every setting of the authors' release script (see train.mnist_node_authors, "
-                        "models.mnist_nsde) "
+                        "and nsde families): every setting of the authors' release script (see train.exp_mnist_node, "
+                        "train.exp_mnist_nsde) "
                         "(default: small)")
     p.add_argument("--epochs", type=_cli.positive_int, default=None, help="training epochs (default: family)")
     p.add_argument("--batch-size", type=_cli.positive_int, default=None,

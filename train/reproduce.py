@@ -105,9 +105,9 @@ def _cifar(folder: str):
 
 
 def _authors(folder: str):
-    from train import mnist_node_authors
+    from train import exp_mnist_node
 
-    return mnist_node_authors.table(Path(folder))
+    return exp_mnist_node.table(Path(folder))
 
 
 def _nsde_authors(folder: str):
@@ -145,7 +145,8 @@ def _mnist_deq(groups: tuple[str, ...]) -> Callable[[str], object]:
 
 
 def _measure(*command: str) -> Callable[[str], object]:
-    """A script of results/ that measures on saved checkpoints and writes the table itself."""
+    """An experiment module's measurement on saved checkpoints (``python *command``), which writes
+    the table itself."""
     def render(folder: str):
         if subprocess.run([sys.executable, *command]).returncode != 0:
             raise UserError(f"the measurement python {' '.join(command)} failed (its message is above); it needs "
@@ -253,12 +254,12 @@ def _cifar_runs(models: tuple[str, ...], *, solver: str, integrator: str = "", n
 
 
 def _authors_runs(group: str) -> tuple[tuple[Run, ...], tuple[str, ...]]:
-    """train.mnist_node_authors.RUNS (the run lists of the authors-regime tables, kept there),
+    """train.exp_mnist_node.RUNS (the run lists of the authors-regime tables, kept there),
     split into the model options and the budget (epochs, subsets), which --budget paper drops."""
-    from train import mnist_node_authors
+    from train import exp_mnist_node
 
     runs = []
-    for name, args in mnist_node_authors.RUNS[group].items():
+    for name, args in exp_mnist_node.RUNS[group].items():
         args, budget, seed, i = list(args), [], 0, 0
         rest = []
         while i < len(args):
@@ -295,12 +296,12 @@ def _tables() -> dict[str, Table]:
         Table(name="mnist_predict_timing", folder="results/mnist", markdown="predict_timing.md", script="train.mnist",
               runs=_MNIST_NODE, budget=_MNIST_BUDGET, checkpoints="runs/mnist_bench_checkpoints", paper=None,
               measured=True, note="prediction re-timed interleaved on the saved checkpoints",
-              render=_measure("results/mnist/predict_timing.py", "--checkpoints", "runs/mnist_bench_checkpoints",
-                              "--records", "results/mnist", "--out", "results/mnist/predict_timing.md")),
+              render=_measure("-m", "train.exp_mnist_node", "predict", "results/mnist", "--checkpoints",
+                              "runs/mnist_bench_checkpoints")),
         Table(name="mnist_authors", folder="results/mnist/authors", script="train.mnist", runs=authors,
               paper=authors_paper, checkpoints="runs/mnist_authors_ckpt/authors", render=_authors,
               note="predict s from predict_timing.json "
-                   "(python -m train.mnist_node_authors time results/mnist/authors)"),
+                   "(python -m train.exp_mnist_node time results/mnist/authors)"),
         Table(name="mnist_authors_ablation", folder="results/mnist/authors_ablation", script="train.mnist",
               runs=ablation, paper=authors_paper, checkpoints="runs/mnist_authors_ckpt/authors_ablation",
               render=_authors),
