@@ -26,6 +26,13 @@ Design decisions a user should know:
   rejection, exponent 1/order, Hairer's initial step), so Dopri5/Bosh3 take the very same steps as
   ``torchdiffeq.odeint(..., options=dict(step_t=t))``; ``PIController()`` is OrdinaryDiffEq's PI
   controller with its Tsit5 defaults.
+- **Tolerances.** The controller is the one place that can hold everything about step-size
+  control, tolerances included, as diffrax's ``PIController(rtol, atol)``:
+  ``odeint(f, y0, t, controller=PIController(rtol=1e-6, atol=1e-8))`` takes the very steps of
+  ``odeint(f, y0, t, rtol=1e-6, atol=1e-8, controller=PIController())``. The ``rtol``/``atol``
+  arguments of ``odeint`` and ``NeuralODE`` stay; one may repeat the controller's value, a different
+  one is a ValueError, and 1e-3, 1e-6 fill in what neither gives. ``NeuralODE(gradient=Adjoint())``
+  runs torchdiffeq's controller and takes them from ``rtol``/``atol`` only.
 - **Adjoint.** ``NeuralODE(gradient=Adjoint())`` runs torchdiffeq's ``odeint_adjoint``: the per-step
   records and R_E, R_S are then None and regularizers are refused.
 """

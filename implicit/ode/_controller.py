@@ -8,6 +8,10 @@ graph when it is tracked (``Backprop(step_path="tracked")``): the same formula s
 its clamps and branches hold in the graph too (a clamped factor has zero derivative, as the
 formula says).
 
+A controller may also hold the solve's tolerances, ``rtol`` and ``atol`` (None: not held), as
+diffrax's ``PIController(rtol, atol)`` does, so that one object says everything about step-size
+control; a solve then reads them from it (see :func:`resolve_tolerances`).
+
 * :class:`IController` — torchdiffeq 0.2.5's integral controller (the library's default).
 * :class:`PIController` — OrdinaryDiffEq's PI controller (Hairer & Wanner's, with Gustafsson's
   steady-region hold), the default that OrdinaryDiffEq gives Tsit5; its defaults are those.
@@ -23,7 +27,7 @@ from typing import Any, final
 import torch
 from torch import Tensor
 
-from implicit.ode._checks import check_real
+from implicit.ode._checks import check_number, check_real
 
 Scalar = float | Tensor
 
@@ -40,9 +44,49 @@ def _value(x: Scalar) -> float:
     return float(x.detach()) if isinstance(x, Tensor) else float(x)
 
 
+def check_tolerances(rtol, atol) -> tuple[float | None, float | None]:
+    """rtol/atol as every solve accepts them: finite, >= 0, not both 0. None (not given) passes."""
+    rtol = None if rtol is None else check_number("rtol", rtol, allow_zero=True)
+    atol = None if atol is None else check_number("atol", atol, allow_zero=True)
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol must not both be 0")
+    return rtol, atol
+
+
+def resolve_tolerances(rtol, atol, controller, defaults: tuple[float, float]) -> tuple[float, float]:
+    """The checked tolerances of a solve from its ``rtol``/``atol`` arguments (None: not given) and
+    its controller.
+
+    A tolerance the controller holds is the solve's; an argument may repeat it but not contradict
+    it, since silently preferring either would hide which one the user meant. What neither gives
+    comes from ``defaults``.
+    """
+    given = (None if rtol is None else check_number("rtol", rtol, allow_zero=True),
+             None if atol is None else check_number("atol", atol, allow_zero=True))
+    out = []
+    for name, arg, default in zip(("rtol", "atol"), given, defaults):
+        held = getattr(controller, name, None) if isinstance(controller, AbstractController) else None
+        if held is not None and arg is not None and float(held) != arg:
+            raise ValueError(f"controller.{name}={held!r} conflicts with {name}={arg!r}; give {name} in one place "
+                             "(the controller or the argument)")
+        out.append(held if held is not None else arg if arg is not None else default)
+    return check_tolerances(*out)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AbstractController(abc.ABC):
-    """Maps (attempted step h, its error ratio E, accepted?, memory) to the next step size."""
+    """Maps (attempted step h, its error ratio E, accepted?, memory) to the next step size.
+
+    ``rtol``/``atol``, when not None, are the tolerances of every solve given this controller: the
+    error ratio E that ``propose`` receives is measured against them. They do not enter
+    ``propose`` itself, so a controller holding them steps exactly as one given them by argument.
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+
+    def __post_init__(self):
+        check_tolerances(self.rtol, self.atol)
 
     @abc.abstractmethod
     def init_state(self) -> Any:
@@ -78,6 +122,7 @@ class IController(AbstractController):
     dfactor: float = 0.2
 
     def __post_init__(self):
+        super().__post_init__()
         check_real("safety", self.safety, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
         check_real("ifactor", self.ifactor, lambda v: v > 1.0, "> 1")
         check_real("dfactor", self.dfactor, lambda v: 0.0 < v < 1.0, "in (0, 1)")
@@ -132,6 +177,7 @@ class PIController(AbstractController):
     qoldinit: float = 1e-4
 
     def __post_init__(self):
+        super().__post_init__()
         check_real("beta1", self.beta1, lambda v: v > 0, "> 0")
         check_real("beta2", self.beta2, lambda v: v >= 0, ">= 0")
         check_real("gamma", self.gamma, lambda v: 0.0 < v <= 1.0, "in (0, 1]")

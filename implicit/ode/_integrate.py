@@ -29,7 +29,7 @@ from implicit.ode._checks import check_bool, check_half_tolerance, check_max_ste
 from implicit.ode._checks import check_number as _check_number
 from implicit.ode import _adams
 from implicit.ode._adams import AbstractAdamsSolver
-from implicit.ode._controller import AbstractController, IController
+from implicit.ode._controller import AbstractController, IController, resolve_tolerances
 from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, AbstractSolver, Tsit5
 
 # Rejections caused by NaN/Inf (each shrinking h by dfactor) before the solve is declared NONFINITE,
@@ -179,12 +179,14 @@ def _lincomb(base: Tensor | None, coeffs, ks) -> Tensor:
     return _LinComb.apply(tuple(cs), base, *kk)
 
 
-def _check_step_options(rtol, atol, dt0, max_steps) -> tuple[float, float, float | None]:
-    """The adaptive solve's options, checked alike by ``odeint`` and ``NeuralODE`` (every gradient path)."""
-    rtol = _check_number("rtol", rtol, allow_zero=True)
-    atol = _check_number("atol", atol, allow_zero=True)
-    if rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol must not both be 0")
+# rtol, atol of a solve whose arguments and controller give none
+DEFAULT_TOLERANCES = (1e-3, 1e-6)
+
+
+def _check_step_options(rtol, atol, dt0, max_steps, controller) -> tuple[float, float, float | None]:
+    """The adaptive solve's options, checked alike by ``odeint`` and ``NeuralODE`` (every gradient path);
+    ``rtol``/``atol`` None are the controller's, else the defaults."""
+    rtol, atol = resolve_tolerances(rtol, atol, controller, DEFAULT_TOLERANCES)
     if dt0 is not None:
         dt0 = _check_number("dt0", dt0)
     check_max_steps(max_steps)
@@ -230,8 +232,8 @@ def odeint(
     t: Tensor,
     *,
     solver: AbstractSolver = Tsit5(),
-    rtol: float = 1e-3,
-    atol: float = 1e-6,
+    rtol: float | None = None,
+    atol: float | None = None,
     dt0: float | None = None,
     max_steps: int = 10_000,
     dt: float | None = None,
@@ -246,8 +248,9 @@ def odeint(
 
     ``y0`` has shape (batch, ...); ``f(t, y)`` gets a 0-dim tensor ``t`` (y's dtype/device) and
     returns dy of y's shape. ``t`` is strictly increasing or decreasing; steps are clipped to land
-    exactly on every output time (no interpolation). Adaptive solvers use ``rtol``/``atol`` and
-    start from ``dt0`` (None: Hairer's initial-step heuristic, as torchdiffeq); ``dt`` (or a
+    exactly on every output time (no interpolation). Adaptive solvers keep the error of each step
+    within ``rtol``/``atol`` (see below; 1e-3 and 1e-6 when neither they nor the controller give
+    them) and start from ``dt0`` (None: Hairer's initial-step heuristic, as torchdiffeq); ``dt`` (or a
     fixed-step solver's own ``dt``) runs fixed steps with any tableau. ``max_steps`` bounds
     attempted steps (accepted + rejected). ``stop(t, y, fy)``, allowed when ``len(t) == 2``, is
     called after each accepted step with fy = f(t, y); when it returns true the solve ends there
@@ -257,7 +260,11 @@ def odeint(
     evaluation and is not counted in ``stats.nfe_forward``.
 
     ``controller`` picks the next step from the last error ratio: :class:`IController` (default,
-    built from the solver's ``safety``/``ifactor``/``dfactor``) or :class:`PIController`.
+    built from the solver's ``safety``/``ifactor``/``dfactor``) or :class:`PIController`. The
+    controller is the one place that can hold all of step-size control, tolerances included:
+    ``controller=PIController(rtol=1e-6, atol=1e-8)`` solves exactly as ``rtol=1e-6, atol=1e-8,
+    controller=PIController()``. The ``rtol``/``atol`` arguments may repeat a tolerance the
+    controller holds; a different value is a ValueError naming both.
     ``step_path`` says how much of the step-size path the autograd graph holds (see
     :data:`STEP_PATHS`); accept/reject decisions stay discrete in every mode:
 
@@ -286,7 +293,7 @@ def odeint(
     if not isinstance(solver, AbstractSolver):
         raise TypeError(f"solver must be a solver object such as Tsit5() or RK4(dt=0.1), got {solver!r}")
     ts = _check_y0_t(y0, t)
-    rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps)
+    rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps, controller)
     check_bool("throw", throw)
     check_bool("record", record)
     if dt is not None:

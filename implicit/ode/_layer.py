@@ -78,6 +78,11 @@ class NeuralODE(nn.Module):
     ``steer=Steer(b=...)`` draws the end time from U(t1 − b, t1 + b) in training mode
     (``stats.t_final`` says which); eval mode integrates to t1. A failed solve raises
     :class:`~implicit.SolverError` when ``throw`` (else ``stats.outcome`` tells).
+
+    Tolerances are :func:`~implicit.odeint`'s: ``controller=PIController(rtol=..., atol=...)`` holds
+    them with the rest of step-size control, ``rtol``/``atol`` may repeat but not contradict it,
+    and 1e-3, 1e-6 fill in what neither gives; ``self.rtol``/``self.atol`` are the values solved
+    with. ``gradient=Adjoint()`` runs torchdiffeq's own controller, so there they go in ``rtol``/``atol``.
     """
 
     def __init__(
@@ -86,8 +91,8 @@ class NeuralODE(nn.Module):
         *,
         t: tuple[float, ...] | Tensor = (0.0, 1.0),
         solver: AbstractSolver = Tsit5(),
-        rtol: float = 1e-3,
-        atol: float = 1e-6,
+        rtol: float | None = None,
+        atol: float | None = None,
         dt0: float | None = None,
         max_steps: int = 10_000,
         gradient: AbstractGradient = Backprop(),
@@ -111,7 +116,7 @@ class NeuralODE(nn.Module):
         if steer is not None and not isinstance(steer, Steer):
             raise TypeError(f"steer must be Steer(b=...) or None, got {steer!r}")
         ts = _layer_times(t)
-        rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps)
+        rtol, atol, dt0 = _check_step_options(rtol, atol, dt0, max_steps, controller)
         check_bool("throw", throw)
         check_bool("record", record)
         if isinstance(solver, AbstractFixedSolver) and solver.dt is None:
@@ -132,7 +137,7 @@ class NeuralODE(nn.Module):
                                  "gradient=Backprop()")
             if controller is not None:
                 raise ValueError("gradient=Adjoint() takes the controller knobs from the solver (safety, ifactor, "
-                                 "dfactor); leave controller=None")
+                                 "dfactor) and the tolerances from rtol=/atol=; leave controller=None")
         self.f = f
         self.t = tuple(ts)
         self.solver, self.rtol, self.atol, self.dt0 = solver, rtol, atol, dt0
