@@ -5,7 +5,7 @@ import torch
 
 from implicit import Outcome, SolverError
 from implicit.deq import DEQ, GMRES, ImplicitBackward, NewtonKrylov, SteadyState
-from implicit.ode import RK4, VCAB3, VCABM3, Dopri5, Tsit5
+from implicit.ode import RK4, VCAB3, VCABM3, Dopri5
 
 from test_deq_layer import Conv, Dense
 from test_deq_solvers import linear_problem, two_speed_problem

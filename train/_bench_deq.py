@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from implicit.deq import (
 )
 from models.mnist_deq import FCCell
 from train._checkpoint import atomic_write_bytes
-from train._results import environment
+from train._results import environment, format_cell
 
 TORCHDEQ_VERSION = "0.1.0"
 
@@ -443,10 +442,6 @@ def _bytes(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def _fmt(v, spec):
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
 def render_markdown(data: dict) -> str:
     cfg = data["config"]
     env = data["environment"]
@@ -493,8 +488,8 @@ def render_markdown(data: dict) -> str:
     for r in data["results"]:
         lines.append(
             f"| {r['block']} | {r['batch']} | {r['library']} | {r['method']} | {r['n_iter']} | {r['nfe_forward']} | "
-            f"{r['nfe_backward']} | {_fmt(r['residual_max'], '.1e')} | {_fmt(r['forward_s'], '.4f')} | "
-            f"{_fmt(r['train_step_s'], '.4f')} | {r['repeats']} |"
+            f"{r['nfe_backward']} | {format_cell(r['residual_max'], '.1e')} | {format_cell(r['forward_s'], '.4f')} | "
+            f"{format_cell(r['train_step_s'], '.4f')} | {r['repeats']} |"
         )
     if data["ratios"]:
         lines += [

@@ -24,7 +24,7 @@ import torchdiffeq
 from torch import nn
 
 from implicit.ode import Dopri5, Tsit5, odeint
-from train._results import environment, to_plain, write_json_and_summary
+from train._results import environment, format_cell, to_plain, write_json_and_summary
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -208,7 +208,7 @@ def run(cfg: Config) -> dict:
 
 
 def _fmt(x, spec=".3f") -> str:
-    return "—" if x is None else format(x, spec)
+    return format_cell(x, spec, missing="—")  # this table's committed dash
 
 
 def _case_line(case) -> str:

@@ -34,7 +34,7 @@ import torch
 import torchsde
 
 from implicit.sde import SOSRI, SRK, Embedded, FixedSteps, Milstein, NeuralSDE, StepDoubling
-from train._results import environment, to_plain, write_json_and_summary
+from train._results import environment, format_cell, to_plain, write_json_and_summary
 
 METHODS = {
     "sosri": (SOSRI, "embedded"),
@@ -216,7 +216,7 @@ def run(cfg: Config) -> dict:
 
 
 def _fmt(v, spec=".3g") -> str:
-    return "–" if v is None else format(v, spec)
+    return format_cell(v, spec)
 
 
 def render_markdown(result: dict) -> str:

@@ -256,10 +256,12 @@ def load_runs(folder: str | os.PathLike) -> list[dict]:
 # --- table --------------------------------------------------------------------------------
 
 
-def _fmt(value, spec: str) -> str:
+def format_cell(value, spec: str, missing: str = "–") -> str:
+    """A table cell: ``value`` by ``spec`` (a format spec such as ".2f", or a template such as
+    "{:.2f}"), or ``missing`` where there is no value (None, or a float that is not finite)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return spec.format(value)
+        return missing
+    return spec.format(value) if "{" in spec else format(value, spec)
 
 
 def _label(run: dict) -> str:
@@ -291,11 +293,11 @@ def markdown_table(runs: list[dict], *, order: Iterable[str] | None = None) -> s
         paper = r.get("paper") or {}
         base = _baseline_of(r, runs)
         cells = [_label(r) + ("" if r.get("complete", True) else " (incomplete)"),
-                 str(r.get("seed", "")), _fmt(s.get("epochs"), "{:g}")]
+                 str(r.get("seed", "")), format_cell(s.get("epochs"), "{:g}")]
         for key, _, spec in COLUMNS:
-            cell = _fmt(s.get(key), spec)
+            cell = format_cell(s.get(key), spec)
             if paper.get(key) is not None:
-                cell += f" ({_fmt(paper[key], spec)})"
+                cell += f" ({format_cell(paper[key], spec)})"
             cells.append(cell)
         for key, _ in RATIOS:
             ratio = None
@@ -303,7 +305,7 @@ def markdown_table(runs: list[dict], *, order: Iterable[str] | None = None) -> s
                 b, v = (base.get("summary") or {}).get(key), s.get(key)
                 if b is not None and v:
                     ratio = b / v
-            cell = _fmt(ratio, "{:.2f}")
+            cell = format_cell(ratio, "{:.2f}")
             pb, pv = (_paper_of(base) or {}).get(key), paper.get(key)
             if pb is not None and pv:
                 cell += f" ({pb / pv:.2f})"
@@ -336,10 +338,10 @@ def median_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str
         base = next((g for (sc, _), g in groups.items() if sc == script and g[0].get("model") == group[0].get("baseline")
                      and _jr(g[0]) == _jr(group[0]) and not (g[0].get("config") or {}).get("reg_weights")), None)
         cells = [model, f"{len(group)} ({', '.join(str(x.get('seed')) for x in group)})"]
-        cells += [_fmt(med(group, key), spec) for key, _, spec in COLUMNS]
+        cells += [format_cell(med(group, key), spec) for key, _, spec in COLUMNS]
         for key, _ in RATIOS:
             b, v = (med(base, key) if base else None), med(group, key)
-            cells.append(_fmt(b / v if b is not None and v else None, "{:.2f}"))
+            cells.append(format_cell(b / v if b is not None and v else None, "{:.2f}"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

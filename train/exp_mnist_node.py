@@ -71,6 +71,7 @@ import torch
 
 from train import _checkpoint, _cli, _data, _results
 from train._errors import UserError
+from train._results import format_cell
 from train._trainer import Constant, EpochwiseExponential, ExponentialAnneal, WeightSchedule
 
 
@@ -299,7 +300,7 @@ def predict_table(records: Path, checkpoints: Path, *, repeats: int = 5, threads
         base = f"{rec['baseline']}_seed{rec['seed']}"
         ratio = median[base] / median[rec["name"]] if base in median else None
         lines.append(f"| {rec['name']} | {statistics.mean(nfe[rec['name']]):.1f} | {median[rec['name']]:.4f} | "
-                     f"{_fmt(ratio, '{:.2f}')} |")
+                     f"{format_cell(ratio, '{:.2f}')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -359,10 +360,6 @@ def trained_steps(folder: Path, *, data_dir: str | None, n: int = 512, checkpoin
     return path
 
 
-def _fmt(v, spec):
-    return "–" if v is None else spec.format(v)
-
-
 def table(folder: Path) -> Path:
     """table.md: one row per run, ratios against the vanilla node of the same seed."""
     recs = {r["name"]: r for r in _records(folder)}
@@ -395,12 +392,12 @@ def table(folder: Path) -> Path:
         paper = PAPER.get(rec["model"])
         lines.append("| " + " | ".join([
             rec["name"], rec["model"], str(rec["seed"]), f"{s['epochs']:g}", str(rec["data"]["train_items"]),
-            _fmt(s["train_acc"], "{:.2f}"), _fmt(s["test_acc"], "{:.2f}"),
-            _fmt(s["test_acc"] - base["summary"]["test_acc"] if base else None, "{:+.2f}"),
-            _fmt(s["train_time_s"] / 60, "{:.1f}"), _fmt(s["test_nfe"], "{:.1f}"),
-            _fmt(base["summary"]["test_nfe"] / s["test_nfe"] if base else None, "{:.2f}"),
-            _fmt(probes.get("nfe_random"), "{:.0f}"), _fmt(probes.get("nfe_train_first"), "{:.0f}"),
-            _fmt(t, "{:.3f}"), _fmt(tb / t if (t and tb) else None, "{:.2f}"),
+            format_cell(s["train_acc"], "{:.2f}"), format_cell(s["test_acc"], "{:.2f}"),
+            format_cell(s["test_acc"] - base["summary"]["test_acc"] if base else None, "{:+.2f}"),
+            format_cell(s["train_time_s"] / 60, "{:.1f}"), format_cell(s["test_nfe"], "{:.1f}"),
+            format_cell(base["summary"]["test_nfe"] / s["test_nfe"] if base else None, "{:.2f}"),
+            format_cell(probes.get("nfe_random"), "{:.0f}"), format_cell(probes.get("nfe_train_first"), "{:.0f}"),
+            format_cell(t, "{:.3f}"), format_cell(tb / t if (t and tb) else None, "{:.2f}"),
             f"{paper['test_acc']}, {paper['test_nfe']:g}" if paper else "–",
         ]) + " |")
     path = folder / "table.md"

@@ -40,11 +40,12 @@ Measured facts that explain our tables (2-core AMD EPYC, December 2026; the reco
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
+
+from train._results import format_cell
 
 VARIANTS = ("nsde", "ernsde", "srnsde")
 # which regularizer a variant trains on, with the paper's weight (the authors' λ₀ = λ₁: constant)
@@ -107,10 +108,6 @@ def _load(folder: Path) -> list[dict]:
     return runs
 
 
-def _fmt(v, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
-
-
 def authors_table(folder: Path) -> str:
     """The paper-shaped table of a folder of --preset authors runs: per seed and the median over seeds,
     with vanilla/ERNSDE ratios between runs of the same seed and the issue's goal checked per seed."""
@@ -146,10 +143,10 @@ def authors_table(folder: Path) -> str:
                 continue
             x, paper = row(r), PAPER.get(model, {})
             lines.append(
-                f"| {model}{'' if x['complete'] else ' (incomplete)'} | {seed} | {_fmt(x['epochs'], 'g')} | "
-                f"{_fmt(x['test_acc'], '.2f')} ({_fmt(paper.get('test_acc'), '.2f')}) | "
-                f"{_fmt(x['nfe'], '.0f')} ({_fmt(paper.get('nfe_drift_train_first'), '.0f')}) | "
-                f"{_fmt(x['predict_first'], '.3f')} | {_fmt(x['predict_batch'], '.3f')} | {_fmt(x['train_s'], '.0f')} |")
+                f"| {model}{'' if x['complete'] else ' (incomplete)'} | {seed} | {format_cell(x['epochs'], 'g')} | "
+                f"{format_cell(x['test_acc'], '.2f')} ({format_cell(paper.get('test_acc'), '.2f')}) | "
+                f"{format_cell(x['nfe'], '.0f')} ({format_cell(paper.get('nfe_drift_train_first'), '.0f')}) | "
+                f"{format_cell(x['predict_first'], '.3f')} | {format_cell(x['predict_batch'], '.3f')} | {format_cell(x['train_s'], '.0f')} |")
     lines += ["", "Vanilla / variant between runs of the same seed (above 1: the variant is cheaper); goal: ERNSDE "
               "≥ 1.5× fewer NFE and faster prediction at ≤ 1 point accuracy loss, on every seed.", "",
               "| variant | seed | NFE ratio (paper 2.22) | predict ratio, 1 solve | predict ratio, test batch "
@@ -174,14 +171,14 @@ def authors_table(folder: Path) -> str:
                 met = nfe >= 1.5 and faster > 1.0 and acc >= -1.0
             summary.setdefault(model, []).append((nfe, p1, pb, pi, acc))
             complete = x["complete"] and y["complete"]
-            lines.append(f"| {model} | {seed} | {_fmt(nfe, '.2f')} | {_fmt(p1, '.2f')} | {_fmt(pb, '.2f')} | "
-                         f"{_fmt(pi, '.2f')} | {_fmt(acc, '+.2f')} | {'–' if met is None else ('met' if met else 'missed')}"
+            lines.append(f"| {model} | {seed} | {format_cell(nfe, '.2f')} | {format_cell(p1, '.2f')} | {format_cell(pb, '.2f')} | "
+                         f"{format_cell(pi, '.2f')} | {format_cell(acc, '+.2f')} | {'–' if met is None else ('met' if met else 'missed')}"
                          f"{'' if complete else ' (incomplete runs)'} |")
     for model, rows in summary.items():
         med = [statistics.median([r[i] for r in rows if r[i] is not None]) if any(r[i] is not None for r in rows)
                else None for i in range(5)]
-        lines.append(f"| {model} | median | {_fmt(med[0], '.2f')} | {_fmt(med[1], '.2f')} | {_fmt(med[2], '.2f')} | "
-                     f"{_fmt(med[3], '.2f')} | {_fmt(med[4], '+.2f')} | |")
+        lines.append(f"| {model} | median | {format_cell(med[0], '.2f')} | {format_cell(med[1], '.2f')} | {format_cell(med[2], '.2f')} | "
+                     f"{format_cell(med[3], '.2f')} | {format_cell(med[4], '+.2f')} | |")
     if timed:
         lines += ["", "The goal's prediction test uses the interleaved timing of the final models "
                   "(`predict_timing.md`: same batches and Brownian draws, every model in turn, medians); the records' "
@@ -288,7 +285,7 @@ def prediction_table(result: dict) -> str:
         b = base.get(r["seed"])
         ratio = b["predict_s_per_batch_median"] / r["predict_s_per_batch_median"] if b and r is not b else None
         lines.append(f"| {name} | {r['nfe_drift_per_batch_median']:.0f} | {r['predict_s_per_batch_median']:.3f} | "
-                     f"{r['predict_s_test_set_estimate']:.1f} | {_fmt(ratio, '.2f')} |")
+                     f"{r['predict_s_test_set_estimate']:.1f} | {format_cell(ratio, '.2f')} |")
     return "\n".join(lines) + "\n"
 
 
