@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from implicit._counting import BackwardTally, count_backward
+from implicit._counting import BackwardCounter, count_backward
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._checks import check_bool, check_half_tolerance, check_max_steps, check_output
 from implicit.ode._checks import check_number as _check_number
@@ -37,21 +37,6 @@ from implicit.ode._solver import AbstractAdaptiveSolver, AbstractFixedSolver, Ab
 # (the total stops the controller from creeping up on a point where f breaks).
 _MAX_NONFINITE_RETRIES = 5
 _MAX_NONFINITE_TOTAL = 20
-
-
-class _Counter(BackwardTally):
-    """A cell the statistics record owns; backward increments it when (and if) it runs."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def add_backward(self, n: int) -> None:
-        self.value += n
-
-    def __repr__(self) -> str:
-        return f"_Counter({self.value})"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,7 +70,7 @@ class ODEStats:
     reg_jacobian: Tensor | None = None
     step_sizes_in_graph: Tensor | None = None
     initial_step: Tensor | None = None
-    backward_counter: _Counter = dataclasses.field(default_factory=_Counter, repr=False, compare=False)
+    backward_counter: BackwardCounter = dataclasses.field(default_factory=BackwardCounter, repr=False, compare=False)
 
     @property
     def nfe_backward(self) -> int:
@@ -363,7 +348,7 @@ class _Integrator:
         self.rtol, self.atol, self.dt0, self.max_steps, self.dt = rtol, atol, dt0, max_steps, dt
         self.throw, self.stop = throw, stop
         self.sign = 1.0 if ts[1] > ts[0] else -1.0
-        self.counter = _Counter()
+        self.counter = BackwardCounter()
         self.grad = torch.is_grad_enabled()
         self.record = record
         self.nfe = 0

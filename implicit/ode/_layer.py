@@ -12,11 +12,12 @@ import torch
 import torchdiffeq
 from torch import Tensor, nn
 
+from implicit._counting import BackwardCounter
 from implicit._outcome import Outcome, SolverError
 from implicit.ode._controller import AbstractController, IController
 from implicit.ode._checks import HALF, check_bool, check_output
 from implicit.ode._integrate import (
-    ODEStats, _check_number, _check_step_options, _check_y0_t, _Counter, check_step_path, odeint,
+    ODEStats, _check_number, _check_step_options, _check_y0_t, check_step_path, odeint,
 )
 from implicit.ode._regularizer import AbstractRegularizer, Steer
 from implicit.ode._solver import AbstractFixedSolver, AbstractSolver, Bosh3, Dopri5, Euler, Tsit5
@@ -283,14 +284,14 @@ class _CountingFunc(nn.Module):
         self.f = f
         self.nfe = self.n_accepted = self.n_rejected = 0
         self.steps: list[float] = []
-        self.backward = _Counter()
+        self.backward = BackwardCounter()
         self.backward_phase = False
         self.nonfinite_t: float | None = None  # the first time f returned NaN/Inf in the forward solve
         self.n_nonfinite = 0
 
     def forward(self, t, z):
         if self.backward_phase:
-            self.backward.value += 1
+            self.backward.add_backward(1)
             return self.f(t, z)
         self.nfe += 1
         out = check_output("f(t, y)", self.f(t, z), z)

@@ -14,10 +14,11 @@ import math
 import torch
 from torchsde._core.base_sde import ForwardSDE as _ForwardSDE  # private: pinned by tests
 
+from implicit._counting import BackwardCounter
 from implicit._outcome import Outcome
 from implicit.ode._checks import check_output
 from implicit.sde._schemes import SDEScheme
-from implicit.sde._stats import SDEStats, _Counter
+from implicit.sde._stats import SDEStats
 from implicit.sde._stepping import SDEStepping, StepDoubling, error_ratio, propose_step
 
 
@@ -29,7 +30,7 @@ class _Evaluations:
 
     noise_type = "diagonal"
 
-    def __init__(self, drift, diffusion, sde_type: str, shape: torch.Size, backward: _Counter):
+    def __init__(self, drift, diffusion, sde_type: str, shape: torch.Size, backward: BackwardCounter):
         self.sde_type = sde_type
         self._drift = drift
         self._diffusion = diffusion
@@ -94,7 +95,8 @@ def solve(
     if isinstance(scheme, SRIScheme):
         return solve_sri(drift=drift, diffusion=diffusion, y0=y0, ts=ts, bm=bm, scheme=scheme, stepping=stepping,
                          max_steps=max_steps)
-    backward = _Counter()
+    # armed after the forward solve: VJPs a scheme takes inside a step are forward work
+    backward = BackwardCounter(armed=False)
     evals = _Evaluations(drift, diffusion, scheme.sde_type, y0.shape, backward)
     adaptive = isinstance(stepping, StepDoubling)
     doubling = stepping.estimates_error
@@ -192,7 +194,7 @@ def solve(
         stiff_t = torch.stack(stiffness) if stiffness else y0.new_zeros(0)
         reg_error = (error_t * h).sum()
         reg_stiffness = (stiff_t * h).sum()
-    backward.armed = True
+    backward.arm()
     stats = SDEStats(
         nfe_forward=evals.nfe_drift + evals.nfe_diffusion,
         nfe_drift=evals.nfe_drift,

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 import torch
 
+from implicit._counting import BackwardCounter
 from implicit._outcome import Outcome
 from implicit.sde._schemes import SDEScheme
 from implicit.sde._solve import _Evaluations, _finish_outputs, _secant_stiffness
-from implicit.sde._stats import SDEStats, _Counter
+from implicit.sde._stats import SDEStats
 
 _TOL = 1e-9
 
@@ -338,7 +339,8 @@ def solve_sri(
     from implicit.sde._stepping import Embedded, FixedSteps
 
     tab = scheme.tableau
-    backward = _Counter()
+    # armed after the forward solve: VJPs a scheme takes inside a step are forward work
+    backward = BackwardCounter(armed=False)
     evals = _Evaluations(drift, diffusion, "ito", y0.shape, backward)
     adaptive = isinstance(stepping, Embedded)
     record = adaptive or (isinstance(stepping, FixedSteps) and stepping.estimate_error)
@@ -424,7 +426,7 @@ def solve_sri(
     if tab.drift_stages == 4:
         stiff_t = torch.stack(stiffness) if stiffness else y0.new_zeros(0)
         reg_stiffness = (stiff_t * h_scale).sum()
-    backward.armed = True
+    backward.arm()
     stats = SDEStats(
         nfe_forward=evals.nfe_drift + evals.nfe_diffusion,
         nfe_drift=evals.nfe_drift,

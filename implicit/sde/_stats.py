@@ -6,29 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from implicit._counting import BackwardCounter
 from implicit._outcome import Outcome
 from implicit.ode._integrate import step_regularizer
-
-
-class _Counter:
-    """A cell the statistics record owns; backward increments it when (and if) it runs.
-
-    Hooks on the drift and diffusion outputs tick it; it is armed only after the forward solve
-    so that VJPs taken inside a step (Milstein's g g') are not counted as backward work.
-    """
-
-    __slots__ = ("armed", "value")
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.value = 0
-
-    def tick(self, grad: torch.Tensor) -> None:
-        if self.armed:
-            self.value += 1
-
-    def __repr__(self) -> str:
-        return f"_Counter({self.value})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +47,7 @@ class SDEStats:
     initial_step: torch.Tensor | None = None
     # |h_j| in y's dtype in the graph (Embedded(step_path="initial")), else None
     step_sizes_in_graph: torch.Tensor | None = None
-    backward_counter: _Counter = field(default_factory=_Counter, repr=False, compare=False)
+    backward_counter: BackwardCounter = field(default_factory=BackwardCounter, repr=False, compare=False)
 
     def regularizer(self, name: str, reduction: str = "sum") -> torch.Tensor | None:
         """R over the accepted steps of X_j·|h_j|, X = E (``name="error"``) or S (``"stiffness"``).
