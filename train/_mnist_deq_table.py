@@ -106,7 +106,8 @@ def seeded_paper_table(seeded, weight) -> str:
 
 def seeded_table(seeded, share) -> str:
     """Mean ± standard deviation over seeds; ratios and accuracy changes pair each run with the
-    vanilla run of the same group and seed. ``share``: results/mnist_deq/implicit_share.py's numbers by run."""
+    vanilla run of the same group and seed. ``share``: the numbers of ``python -m train.exp_mnist_deq
+    share`` by run (results/mnist_deq/implicit_share.json)."""
     head = ["group", "model", "λ_skip", "seeds", "test %", "Δ acc vs vanilla (pt)", "test NFE / batch of 32",
             "NFE ratio vanilla/variant", "active units at z*", "‖relu(W₁z*+b₁)‖ / ‖z*‖", "train min",
             "predict s/batch"]
