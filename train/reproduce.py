@@ -308,7 +308,7 @@ def _tables() -> dict[str, Table]:
         # --- MNIST fully connected DEQs (train.mnist) ---
         Table(name="mnist_deq", folder="results/mnist_deq", script="train.mnist", runs=_MNIST_DEQ,
               checkpoints="runs/mnist_deq_bench_checkpoints", render=_mnist_deq(_MNIST_DEQ_GROUPS),
-              note="implicit share from implicit_share.json (results/mnist_deq/implicit_share.py on the checkpoints)"),
+              note="implicit share from implicit_share.json (python -m train.exp_mnist_deq share on the checkpoints)"),
         Table(name="mnist_deq_vcab3", folder="results/mnist_deq/vcab3_seeds_25ep", script="train.mnist",
               runs=_seeds_group("vcab3_seeds_25ep", {"0.01": (0, 1), "0.1": (0, 1)}, deq_seeds=(0, 1),
                                 integrator=("--integrator", "vcab3"), subfolder=False),
@@ -321,7 +321,7 @@ def _tables() -> dict[str, Table]:
               script="train.mnist", runs=tuple(r for r in _MNIST_DEQ if r.group == "continuous_full10ep"),
               checkpoints="runs/mnist_deq_bench_checkpoints", paper=None, measured=True,
               note="stopping test × atol measured on the continuous_full10ep checkpoints",
-              render=_measure("results/mnist_deq/steady_state_probe.py",
+              render=_measure("-m", "train.exp_mnist_deq", "probe",
                               "runs/mnist_deq_bench_checkpoints/continuous_full10ep")),
         # --- MNIST neural SDEs (train.exp_mnist_nsde holds the experiment) ---
         Table(name="mnist_nsde_authors", folder="results/mnist_nsde/authors_20ep", markdown="paper_table.md",
