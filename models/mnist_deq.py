@@ -15,7 +15,7 @@ The model reports the unweighted "skip" and "jacobian" losses; the training scri
 (paper: λ_skip = 0.01, λ_jac = 1.0; the authors' MNIST FC script: λ_skip = 5). The weight trades
 implicitness for NFE: training can switch the implicit term off (W₁z* + b₁ < 0 in every unit, so
 f(z*, x) = f(0, x)) and the solve becomes trivial; how much of z* the implicit term still carries
-at each weight is measured in results/mnist_deq/README.md (``implicit_share.py``).
+at each weight is measured in results/mnist_deq/README.md (``python -m train.exp_mnist_deq share``).
 
 Example::
 
