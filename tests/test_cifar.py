@@ -93,12 +93,12 @@ def test_cosine_schedule_ends_at_floor():
 
 def test_presets_and_overrides():
     c = cifar.parse_config([])
-    assert (c.model, c.solver, c.stopping_test, c.preset) == ("skipdeq", "discrete", "batch", "cpu")
+    assert (c.model, c.solver, c.stopping_test, c.preset) == ("skipdeq", "broyden", "batch", "cpu")
     assert c.steps == exp.PRESETS["cpu"]["steps"] and c.limit_test == exp.PRESETS["cpu"]["limit_test"]
     p = cifar.parse_config(["--preset", "paper", "--model", "deq"])
     assert (p.steps, p.pretrain_steps, p.batch_size, p.lr, p.lr_min, p.weight_decay, p.lambda_skip) == (
         20_000, 3000, 128, 1e-3, 1e-6, 2.5e-5, 0.01)
-    assert p.limit_test is None and p.name == "deq_discrete_seed0"
+    assert p.limit_test is None and p.name == "deq_broyden_seed0"
     assert cifar.parse_config(["--model", "node"]).name == "node_seed0"
 
 
@@ -149,7 +149,7 @@ def test_two_process_torchrun(tmp_path):
     res = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
                          timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    rec = json.loads((tmp_path / "skipdeq_discrete_seed0.json").read_text())
+    rec = json.loads((tmp_path / "skipdeq_broyden_seed0.json").read_text())
     assert rec["complete"] and rec["loop"]["world_size"] == 2 and rec["loop"]["batch_size_per_rank"] == 2
 
 
@@ -160,7 +160,7 @@ def _fake_record(model, solver, stopping_test=None, **summary):
     return {"format": "implicit-run", "script": "train.cifar", "model": model, "seed": 0, "complete": True,
             "config": config,
             "data": {"test_items": 8},
-            "paper": exp.PAPER.get((model, None if model == "node" else solver)),
+            "paper": exp.paper_numbers(model, solver),
             "summary": summary,
             "history": [{"step": 10, "train_s": 5.0, "test_nfe": summary.get("test_nfe"), "test_acc": 10.0}]}
 
@@ -203,3 +203,102 @@ def test_the_papers_numbers_have_one_home():
                if pattern.search(path.read_text(encoding="utf-8"))}
     assert holders == {"train/exp_cifar.py"}
     assert cifar.exp is exp and not hasattr(cifar, "PAPER")
+
+
+# --- one vocabulary (issue #16): "broyden" is the solver's name, "discrete" its deprecated alias ---------
+
+
+def test_the_solvers_are_named_as_in_the_zoo():
+    from models import mnist_deq
+
+    assert set(exp.SOLVERS) == set(mnist_deq.SOLVERS) and "discrete" not in exp.SOLVERS
+    assert exp.NODE_BASELINE_SOLVER == "broyden" and ("skipdeq", "broyden") in exp.PAPER
+    assert exp.paper_numbers("skipdeq", "discrete") == exp.paper_numbers("skipdeq", "broyden") == exp.PAPER[
+        ("skipdeq", "broyden")]
+
+
+def test_cli_solver_discrete_is_broyden_with_one_warning(capsys):
+    config = cifar.parse_config(["--solver", "discrete", "--model", "deq"])
+    err = capsys.readouterr().err
+    assert err == ("warning: --solver discrete is deprecated, use --solver broyden (the same solver; 'discrete' "
+                   "goes in the next release)\n")
+    assert config.solver == "broyden" and config.name == "deq_broyden_seed0"
+    assert config == cifar.parse_config(["--solver", "broyden", "--model", "deq"])
+    assert capsys.readouterr().err == ""
+    # the deprecated name is accepted, not offered
+    assert "{broyden,newton,continuous}" in cifar.build_parser().format_usage()
+
+
+def test_python_config_reads_discrete_as_broyden_with_a_deprecation_warning():
+    budget = dict(steps=1, pretrain_steps=0, batch_size=1, max_iter=1, backward_max_iter=1, limit_train=None,
+                  limit_test=None, eval_every=1, eval_batch_size=1)
+    with pytest.warns(DeprecationWarning, match=r"solver='discrete' is deprecated, use solver='broyden'") as caught:
+        config = exp.CIFARConfig(solver="discrete", **budget)
+    assert caught[0].filename == __file__  # it points at the caller
+    assert config.solver == "broyden" and config == exp.CIFARConfig(**budget)
+    with pytest.warns(DeprecationWarning, match=r"solver='discrete' is deprecated") as caught:
+        model = exp.CIFARModelConfig(solver="discrete")
+    assert caught[0].filename == __file__ and model == exp.CIFARModelConfig(solver="broyden")
+    assert config.model_config().solver == "broyden"
+    with pytest.raises(ValueError, match=r"one of \('broyden', 'newton', 'continuous'\), got 'anderson'"):
+        exp.CIFARModelConfig(solver="anderson")
+
+
+def test_a_discrete_checkpoint_config_resumes_as_broyden():
+    from train import _checkpoint, _results
+
+    now = _results.to_plain(cifar.parse_config(["--model", "deq"]))
+    saved = {**now, "solver": "discrete"}
+    ignore = exp.resume_ignores(saved, now)
+    _checkpoint.check_config(saved, now, ignore=ignore, added=exp.RESUME_ADDED)
+    assert set(ignore) - set(exp.RESUME_IGNORES) == {"solver"}
+    # a different solver is still refused, under the name the checkpoint gives it
+    newton = _results.to_plain(cifar.parse_config(["--model", "deq", "--solver", "newton"]))
+    with pytest.raises(_checkpoint.ConfigMismatchError, match="solver: checkpoint 'discrete' vs now 'newton'"):
+        _checkpoint.check_config(saved, newton, ignore=exp.resume_ignores(saved, newton), added=exp.RESUME_ADDED)
+
+
+@needs_data
+def test_a_run_checkpointed_as_discrete_resumes(tmp_path, capsys):
+    # a checkpoint written before the rename, of a run named as the committed records are
+    common = ["--model", "deq", "--steps", "2", "--pretrain-steps", "1", "--eval-every", "1", "--timing-repeats", "0",
+              "--run-name", "deq_discrete_seed0"]
+    _, part = _run(tmp_path, *common, "--stop-after-round", "1")
+    path = Path(part["paths"]["checkpoint"])
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["config"]["solver"] = "discrete"
+    torch.save(payload, path)
+    capsys.readouterr()
+    _, resumed = _run(tmp_path, *common, "--solver", "discrete", "--resume")
+    assert resumed["complete"] and [h["step"] for h in resumed["history"]] == [1, 2]
+    assert resumed["config"]["solver"] == "broyden"
+    assert "resumed deq_discrete_seed0" in capsys.readouterr().out
+
+
+def test_old_discrete_records_render_as_written_and_pair_with_broyden_ones(tmp_path):
+    from train import _results
+
+    node = _fake_record("node", "discrete", train_s_per_batch=8.0)
+    recs = [_fake_record("deq", "discrete", "batch", train_s_per_batch=3.0),
+            # a run resumed after the rename from a "discrete" checkpoint, or a new one beside the old
+            _fake_record("skipdeq", "broyden", "batch", train_s_per_batch=1.5),
+            _fake_record("deq", "continuous", train_s_per_batch=1.0), node]
+    for i, r in enumerate(recs):
+        _results.write_json(tmp_path / f"r{i}.json", r)
+    md, _ = exp.write_table(tmp_path)
+    lines = [line for line in md.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
+    # each row names its solver as its record does; Broyden rows sort where "discrete" did, after continuous
+    assert [c[:2] for c in cells] == [["deq", "continuous tsit5 (batch)"], ["deq", "discrete (batch)"],
+                                      ["skipdeq", "broyden (batch)"], ["node", "–"]]
+    # the old vanilla record is the new variant's baseline (3.0 / 1.5), and the node's (3.0 / 8.0)
+    assert cells[2][13].startswith("2.00") and cells[3][13].startswith("0.38")
+    assert "(node: against the discrete vanilla DEQ)" in md.read_text()
+    assert "82.01" in lines[2]  # the paper's Broyden row
+
+    for f in tmp_path.glob("r*.json"):
+        f.unlink()
+    for i, r in enumerate([_fake_record("deq", "broyden", "batch", train_s_per_batch=3.0), node]):
+        _results.write_json(tmp_path / f"r{i}.json", r)
+    md, _ = exp.write_table(tmp_path)
+    assert "(node: against the broyden vanilla DEQ)" in md.read_text()

@@ -108,7 +108,7 @@ def test_skip_net_and_head_shapes():
     assert logits.shape == (2, MDEQ_SMALL.num_classes)
 
 
-@pytest.mark.parametrize("solver", ["discrete", "newton", "continuous"])
+@pytest.mark.parametrize("solver", ["broyden", "newton", "continuous"])
 def test_every_solver_stops_on_the_chosen_test(solver):
     from train.exp_cifar import CIFARModelConfig, build_model
 

@@ -340,7 +340,7 @@ def cifar_rerun_over_a_finished_run_is_refused():
     # refused before the 50,000 training images load
     with tempfile.TemporaryDirectory() as d:
         record = {"format": _results.FORMAT, "complete": True, "summary": {"steps": 40}, "loop": {"steps_total": 40}}
-        _results.write_json(Path(d) / "skipdeq_discrete_seed0.json", record)
+        _results.write_json(Path(d) / "skipdeq_broyden_seed0.json", record)
         one_line_error(*_cifar("--data-dir", str(DATA), "--out", d)[::2], "finished run", "step 40 of 40",
                        "--overwrite")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from train import cifar, mnist, reproduce
+from train import cifar, exp_cifar, mnist, reproduce
 from train._results import REPO_ROOT, portable_config, to_plain
 
 RENDERED = [t for t in reproduce.TABLES.values() if not t.measured]
@@ -125,6 +125,9 @@ def test_commands_give_the_committed_records_config(table):
         if not path.is_file():
             continue
         old = json.loads(path.read_text())["config"]
+        if table.script == "train.cifar" and "solver" in old:
+            # the CIFAR records say "discrete" for broyden, its name before issue #16
+            old = {**old, "solver": exp_cifar.record_solver(old)}
         for key in set(old) | set(config):
             if key in ("out", "checkpoint_dir", "data_dir", "run_name", "resume", "overwrite"):
                 continue

@@ -17,12 +17,16 @@ results/cifar/README.md):
   timed training step 4.78 s (2.18 s of it backward).
 * At that budget every variant ends near chance (12.6-14.8 % test accuracy) and the forward
   solves spend their 10-iteration cap, so Skip DEQ saves no NFE there: test NFE 12.0 for both deq
-  and skipdeq, discrete solve, batch test (results/cifar/preset_cpu_integrators/table.md).
+  and skipdeq, Broyden solve, batch test (results/cifar/preset_cpu_integrators/table.md).
   The saving starts at 300 steps: test NFE 12.0 / 11.2 / 10.6 for deq / skipdeq / skipregdeq
   (results/cifar/steps300_batch/), far from the papers' after 20,000 steps.
-* Continuous solves on the papers' VCAB3 cost about what discrete ones do per step at this budget
-  (1.13x discrete at ``--preset cpu``, 0.82x at 300 steps), but by stopping at the 18-step cap
+* Continuous solves on the papers' VCAB3 cost about what Broyden ones do per step at this budget
+  (1.13x Broyden at ``--preset cpu``, 0.82x at 300 steps), but by stopping at the 18-step cap
   near t = 1e-4, not by converging (results/cifar/README.md, session 6).
+
+The records in results/cifar/ predate the one vocabulary of issue #16 and call Broyden "discrete"
+(in their config and their names); they stay as written, the tables show them so, and
+``record_solver`` reads them in today's names wherever the code compares solvers.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from models.mdeq import MDEQ_SMALL, VARIANTS, MDEQClassifier, MDEQConfig, ODESolve
-from models.mnist_deq import INTEGRATORS
+from models.mnist_deq import INTEGRATORS, SOLVER_ALIASES, solver_name
 from train import _results
 from train._trainer import Constant, WeightSchedule, _sync
 
@@ -53,9 +58,9 @@ PAPER_SOURCE = ("Pal, Edelman & Rackauckas 2022, \"Mixing Implicit and Explicit 
 # Keyed (variant, solver) like our run summaries, solver None for the neural ODE; test accuracy %
 # and their training seconds per batch on their GPU.
 PAPER = {
-    ("deq", "discrete"): {"test_acc": 81.23, "train_s_per_batch": 0.651},
-    ("skipdeq", "discrete"): {"test_acc": 82.01, "train_s_per_batch": 0.717},
-    ("skipregdeq", "discrete"): {"test_acc": 81.17, "train_s_per_batch": 0.709},
+    ("deq", "broyden"): {"test_acc": 81.23, "train_s_per_batch": 0.651},
+    ("skipdeq", "broyden"): {"test_acc": 82.01, "train_s_per_batch": 0.717},
+    ("skipregdeq", "broyden"): {"test_acc": 81.17, "train_s_per_batch": 0.709},
     ("deq", "continuous"): {"test_acc": 80.81, "train_s_per_batch": 0.753},
     ("skipdeq", "continuous"): {"test_acc": 80.81, "train_s_per_batch": 0.806},
     ("skipregdeq", "continuous"): {"test_acc": 82.51, "train_s_per_batch": 0.679},
@@ -67,18 +72,21 @@ PAPER_PARAMETERS = {"vanilla": 163.5e3, "skip_net": 37e3}
 
 
 def paper_numbers(model: str, solver: str | None) -> dict | None:
-    """The papers' row for a run, or None where they report none (the Newton solve)."""
-    return PAPER.get((model, None if model == "node" else solver))
+    """The papers' row for a run, or None where they report none (the Newton solve); ``solver`` as a
+    record may spell it ("discrete" is read as "broyden")."""
+    return PAPER.get((model, None if model == "node" else SOLVER_ALIASES.get(solver, solver)))
 
 
 # --- variants and how their layer is solved ---------------------------------------------------
 
 # VARIANTS (imported above from models.mdeq): deq, skipdeq (Skip DEQ), skipregdeq (Skip DEQ V2),
 # node (a neural ODE of the same f)
-# "discrete" is limited-memory Broyden, the papers' discrete CIFAR solver (MDEQ, DEQ.jl);
+# "broyden" is limited-memory Broyden, the papers' discrete CIFAR solver (MDEQ, DEQ.jl);
 # "newton" is our Newton-Krylov, "continuous" the steady-state ODE solve dz/dt = f(z, x) - z
-# (integrator: the papers' VCAB3 by default, see models.mnist_deq.INTEGRATORS)
-SOLVERS = ("discrete", "newton", "continuous")
+# (integrator: the papers' VCAB3 by default, see models.mnist_deq.INTEGRATORS). The names are the
+# zoo's (models.mnist_deq.SOLVERS); its SOLVER_ALIASES ("discrete", this experiment's earlier name
+# of broyden) are accepted with a deprecation warning for one release.
+SOLVERS = ("broyden", "newton", "continuous")
 # when a solve stops: "batch" when the batch's relative residual, one norm over the whole batch,
 # is below tol (the papers' codes: MDEQ's Broyden, DEQ.jl's solvers on the flattened batch);
 # "per_sample" when every sample's is
@@ -134,9 +142,9 @@ def loss_weights(model: str, lambda_skip: float) -> dict[str, WeightSchedule]:
 # --- the table we report -----------------------------------------------------------------------
 
 # Ratios are BASELINE / variant between runs of the same solve and seed; the neural ODE, which has
-# no root solver, is paired with the discrete vanilla DEQ (as in every table in results/cifar/).
+# no root solver, is paired with the Broyden vanilla DEQ (as in every table in results/cifar/).
 BASELINE = "deq"
-NODE_BASELINE_SOLVER = "discrete"
+NODE_BASELINE_SOLVER = "broyden"
 # (summary key, column heading, format)
 TABLE_COLUMNS = (
     ("parameters", "params", "{:,.0f}"),
@@ -160,17 +168,35 @@ TABLE_RATIOS = (("train_s_per_batch", "train"), ("round_s_per_batch", "train (la
 # --- the model, from names --------------------------------------------------------------------
 
 
+def _check_solver(config) -> None:
+    """A config's solver in today's name, a deprecated one translated with a warning."""
+    if config.solver in SOLVER_ALIASES:
+        # frozen: the canonical name is stored, so equal configs compare equal; the warning points
+        # past this function, __post_init__ and the generated __init__ to the caller
+        object.__setattr__(config, "solver", solver_name(config.solver, stacklevel=4))
+    if config.solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {config.solver!r}")
+
+
+def record_solver(config: Mapping) -> str | None:
+    """The solver of a saved config (a record's or a checkpoint's) in today's names, without a
+    warning: the committed records say "discrete" for broyden and stay as they are."""
+    solver = config.get("solver")
+    return SOLVER_ALIASES.get(solver, solver)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CIFARModelConfig:
     """Which CIFAR-10 model to build and how its implicit layer is solved (defaults: the papers').
 
-    ``stopping_test``: see ``STOPPING_TESTS`` (every solver; the batch test is the papers').
-    ``pretrain_depth`` is the number of f applications of the fixed-depth (unrolled) network
-    used during pre-training steps. ``node`` integrates dz/dt = f(z, x) over [0, 1] from z = 0.
+    ``solver``: see ``SOLVERS`` ("discrete" is read as "broyden", deprecated); ``stopping_test``:
+    see ``STOPPING_TESTS`` (every solver; the batch test is the papers'). ``pretrain_depth`` is the
+    number of f applications of the fixed-depth (unrolled) network used during pre-training steps.
+    ``node`` integrates dz/dt = f(z, x) over [0, 1] from z = 0.
     """
 
     variant: str = "skipdeq"
-    solver: str = "discrete"
+    solver: str = "broyden"
     stopping_test: str = "batch"
     integrator: str = "vcab3"
     tol: float = TOL
@@ -187,8 +213,7 @@ class CIFARModelConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        _check_solver(self)
         if self.stopping_test not in STOPPING_TESTS:
             raise ValueError(f"stopping_test must be one of {STOPPING_TESTS}, got {self.stopping_test!r}")
         if self.integrator not in INTEGRATORS:
@@ -235,10 +260,11 @@ def build_model(config: CIFARModelConfig) -> MDEQClassifier:
 
 @dataclass(frozen=True, kw_only=True)
 class CIFARConfig:
-    """Everything a run depends on. Saved in every checkpoint and result record."""
+    """Everything a run depends on. Saved in every checkpoint and result record. ``solver`` as in
+    :class:`CIFARModelConfig` ("discrete" is read as "broyden", deprecated)."""
 
     model: str = "skipdeq"
-    solver: str = "discrete"
+    solver: str = "broyden"
     stopping_test: str = "batch"
     integrator: str | None = "vcab3"  # continuous solve only (None otherwise)
     preset: str = "cpu"
@@ -278,8 +304,7 @@ class CIFARConfig:
     def __post_init__(self):
         if self.model not in VARIANTS:
             raise ValueError(f"model must be one of {VARIANTS}, got {self.model!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        _check_solver(self)
         if self.stopping_test not in STOPPING_TESTS:
             raise ValueError(f"stopping_test must be one of {STOPPING_TESTS}, got {self.stopping_test!r}")
         if self.pretrain_steps > self.steps:
@@ -310,6 +335,16 @@ RESUME_IGNORES = ("resume", "overwrite", "stop_after_round", "threads", "progres
 # config fields newer than some checkpoints, and what their absence meant (continuous solves ran Tsit5)
 RESUME_ADDED = {"integrator": lambda saved: "tsit5" if saved.get("solver") == "continuous"
                 and saved.get("model") != "node" else None}
+# config fields whose values were renamed, read in today's names: a checkpoint of a "discrete" run
+# resumes as the "broyden" run it is
+RESUME_RENAMED = {"solver": record_solver}
+
+
+def resume_ignores(saved: Mapping, current: Mapping) -> tuple[str, ...]:
+    """RESUME_IGNORES and every renamed field whose saved value means the current one: the fields
+    a resumed run may differ in from the checkpoint's config ``saved``."""
+    same = tuple(k for k, read in RESUME_RENAMED.items() if k in saved and read(saved) == current.get(k))
+    return RESUME_IGNORES + same
 
 
 # --- training pieces --------------------------------------------------------------------------
@@ -432,15 +467,37 @@ def _round_seconds(run: dict) -> float | None:
     return hist[-1]["train_s"] / (hist[-1]["step"] - start)
 
 
-def _solve_label(cfg: dict) -> str:
-    """The solver, its integrator when continuous, and its stopping test; records from before the
-    options stopped discrete and Newton solves per sample and continuous solves on the batch, and
-    integrated continuous solves with Tsit5."""
+def _solve_label(cfg: dict, solver: str | None = None) -> str:
+    """The solver (``cfg``'s as it is written, unless given), its integrator when continuous, and
+    its stopping test; records from before the options stopped Broyden and Newton solves per sample
+    and continuous solves on the batch, and integrated continuous solves with Tsit5."""
     test = cfg.get("stopping_test") or ("batch" if cfg.get("solver") == "continuous" else "per_sample")
-    solver = cfg.get("solver")
+    solver = cfg.get("solver") if solver is None else solver
     if solver == "continuous":
         solver += f" {RESUME_ADDED['integrator'](cfg) if 'integrator' not in cfg else cfg['integrator']}"
     return f"{solver} ({test.replace('_', '-')})"
+
+
+def _same_solve(cfg: dict) -> str:
+    """What pairs runs: the solve label in today's names, so an old "discrete" record pairs with a
+    new "broyden" one."""
+    return _solve_label(cfg, record_solver(cfg))
+
+
+_EARLIER_NAME = {new: old for old, new in SOLVER_ALIASES.items()}
+
+
+def _row_order(cfg: dict) -> str:
+    # Broyden rows sort under the name they had ("discrete", after "continuous"), so the committed
+    # tables keep their row order and new records sort beside the old ones
+    solver = record_solver(cfg)
+    return _solve_label(cfg, _EARLIER_NAME.get(solver, solver))
+
+
+def _baseline_solver_as_written(runs: list[dict]) -> str:
+    """NODE_BASELINE_SOLVER as the table's vanilla DEQ records spell it ("discrete" before the rename)."""
+    return next((r["config"]["solver"] for r in runs if r["model"] == BASELINE
+                 and record_solver(r["config"]) == NODE_BASELINE_SOLVER), NODE_BASELINE_SOLVER)
 
 
 def _baseline(run: dict, runs: list[dict]) -> dict | None:
@@ -449,18 +506,19 @@ def _baseline(run: dict, runs: list[dict]) -> dict | None:
                      and o.get("seed") == run.get("seed")), None)
 
     if run["model"] == "node":
-        return same_seed_baseline(lambda cfg: cfg.get("solver") == NODE_BASELINE_SOLVER)
-    return same_seed_baseline(lambda cfg: _solve_label(cfg) == _solve_label(run["config"]))
+        return same_seed_baseline(lambda cfg: record_solver(cfg) == NODE_BASELINE_SOLVER)
+    return same_seed_baseline(lambda cfg: _same_solve(cfg) == _same_solve(run["config"]))
 
 
 def table_markdown(runs: list[dict]) -> str:
     """Our CIFAR-10 numbers in the papers' shape, theirs in parentheses, and speed-up ratios
-    vanilla / variant (above 1: the variant is faster) between runs of the same solver and seed."""
+    vanilla / variant (above 1: the variant is faster) between runs of the same solver and seed.
+    Each row names its solver as its record does (the committed records: "discrete" for broyden)."""
     runs = [r for r in runs if r.get("script") == SCRIPT]
     for r in runs:
         r.setdefault("summary", {})["round_s_per_batch"] = _round_seconds(r)
     rank = {m: i for i, m in enumerate(model_names())}
-    runs.sort(key=lambda r: (_solve_label(r["config"]), rank.get(r.get("model"), 99), r.get("seed", 0)))
+    runs.sort(key=lambda r: (_row_order(r["config"]), rank.get(r.get("model"), 99), r.get("seed", 0)))
     head = ["model", "solver", *[h for _, h, _ in TABLE_COLUMNS], *[f"{h} ratio" for _, h in TABLE_RATIOS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for r in runs:
@@ -491,7 +549,8 @@ def table_markdown(runs: list[dict]) -> str:
         "`timing_repeats` training steps on one fixed batch after training; train s/batch (last round) is the "
         "mean over the last evaluation round's optimizer steps (when none of them pre-trained); predict s/batch is the median "
         "test-batch forward; test NFE is per test batch. Ratios are vanilla DEQ / variant (above 1: the "
-        f"variant is cheaper), within the same solver (node: against the {NODE_BASELINE_SOLVER} vanilla DEQ). "
+        f"variant is cheaper), within the same solver (node: against the {_baseline_solver_as_written(runs)} "
+        "vanilla DEQ). "
         "CIFAR-10 is decoded from JPEG here.",
     ]
     return "\n".join(lines + notes) + "\n"
