@@ -302,3 +302,11 @@ def test_old_discrete_records_render_as_written_and_pair_with_broyden_ones(tmp_p
         _results.write_json(tmp_path / f"r{i}.json", r)
     md, _ = exp.write_table(tmp_path)
     assert "(node: against the broyden vanilla DEQ)" in md.read_text()
+
+
+def test_lambda_skip_is_the_skip_deq_papers_one_number():
+    # the paper states one λ_skip for MNIST and CIFAR-10; its home is the MNIST DEQ experiment
+    from train import exp_mnist_deq
+
+    assert exp.LAMBDA["skip"] is exp_mnist_deq.LAMBDA_SKIP
+    assert cifar.parse_config(["--model", "skipregdeq"]).lambda_skip == exp_mnist_deq.LAMBDA_SKIP
