@@ -249,13 +249,15 @@ def test_a_discrete_checkpoint_config_resumes_as_broyden():
 
     now = _results.to_plain(cifar.parse_config(["--model", "deq"]))
     saved = {**now, "solver": "discrete"}
-    ignore = exp.resume_ignores(saved, now)
-    _checkpoint.check_config(saved, now, ignore=ignore, added=exp.RESUME_ADDED)
-    assert set(ignore) - set(exp.RESUME_IGNORES) == {"solver"}
+    _checkpoint.check_config(saved, now, ignore=exp.RESUME_IGNORES, added=exp.RESUME_ADDED, renamed=exp.RESUME_RENAMED)
+    # without the rename the same pair is refused: the rename is what lets it resume
+    with pytest.raises(_checkpoint.ConfigMismatchError, match="solver: checkpoint 'discrete' vs now 'broyden'"):
+        _checkpoint.check_config(saved, now, ignore=exp.RESUME_IGNORES, added=exp.RESUME_ADDED)
     # a different solver is still refused, under the name the checkpoint gives it
     newton = _results.to_plain(cifar.parse_config(["--model", "deq", "--solver", "newton"]))
     with pytest.raises(_checkpoint.ConfigMismatchError, match="solver: checkpoint 'discrete' vs now 'newton'"):
-        _checkpoint.check_config(saved, newton, ignore=exp.resume_ignores(saved, newton), added=exp.RESUME_ADDED)
+        _checkpoint.check_config(saved, newton, ignore=exp.RESUME_IGNORES, added=exp.RESUME_ADDED,
+                                 renamed=exp.RESUME_RENAMED)
 
 
 @needs_data

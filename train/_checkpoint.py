@@ -189,13 +189,17 @@ def load_checkpoint(path: str | os.PathLike, *, map_location="cpu") -> dict:
 
 
 def check_config(saved: Mapping, current: Mapping, *, ignore: Iterable[str] = (),
-                 added: Mapping[str, Callable[[Mapping], Any]] | None = None, path: str | os.PathLike = "") -> None:
+                 added: Mapping[str, Callable[[Mapping], Any]] | None = None,
+                 renamed: Mapping[str, Callable[[Mapping], Any]] | None = None, path: str | os.PathLike = "") -> None:
     """Raise :class:`ConfigMismatchError` naming every field that differs between the config
     saved in a checkpoint and the current one (fields in ``ignore`` may differ). ``added`` maps a
     field introduced after older checkpoints were written to what its absence meant, given the
-    saved config, so those checkpoints still resume when the run asks for the old behaviour."""
+    saved config, so those checkpoints still resume when the run asks for the old behaviour.
+    ``renamed`` maps a field whose values were renamed to its saved value in today's names, given
+    the saved config; a mismatch still names the value as the checkpoint wrote it."""
     ignore = set(ignore)
     added = added or {}
+    renamed = renamed or {}
     keys = (set(saved) | set(current)) - ignore
     missing = object()
     diffs = []
@@ -203,7 +207,7 @@ def check_config(saved: Mapping, current: Mapping, *, ignore: Iterable[str] = ()
         a, b = saved.get(k, missing), current.get(k, missing)
         if a is missing and k in added:
             a = added[k](saved)
-        if a != b:
+        if a != b and not (a is not missing and k in renamed and renamed[k](saved) == b):
             fmt = lambda v: "<absent>" if v is missing else repr(v)  # noqa: E731
             diffs.append(f"{k}: checkpoint {fmt(a)} vs now {fmt(b)}")
     if diffs:

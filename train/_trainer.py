@@ -533,6 +533,7 @@ def fit(
     overwrite: bool = False,
     resume_ignore: Iterable[str] = (),
     resume_added: Mapping[str, Callable[[Mapping], Any]] | None = None,
+    resume_renamed: Mapping[str, Callable[[Mapping], Any]] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
     probes: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
@@ -543,7 +544,8 @@ def fit(
     ``scheduler`` (may be None) is stepped once per optimizer step. ``config`` is the script's
     config dataclass; it is stored in checkpoints and the record, and on ``resume`` must equal
     the checkpoint's except for fields named in ``resume_ignore`` (and fields newer than the
-    checkpoint, which ``resume_added`` maps to what their absence meant); resuming a run that finished
+    checkpoint, which ``resume_added`` maps to what their absence meant, and renamed values, which
+    ``resume_renamed`` reads in today's names); resuming a run that finished
     returns its record untouched. Without ``resume`` or ``overwrite`` a run of the same name in
     the way is refused (see :func:`prepare_run`). ``probes(model)``, if given, runs
     after each round's evaluation (model in eval mode, no grad) and its numbers go into the row's
@@ -573,7 +575,7 @@ def fit(
     if resume:
         payload = _checkpoint.load_checkpoint(ckpt_path, map_location=ctx.device)
         _checkpoint.check_config(payload["config"], compared, ignore=resume_ignore, added=resume_added,
-                                 path=ckpt_path)
+                                 renamed=resume_renamed, path=ckpt_path)
         finished = _finished_record(payload, paths, total, ctx) if payload["step"] >= total else None
         if finished is not None:
             say(f"{run.name} finished already ({json_path}, step {payload['step']} of {total}); nothing to do")

@@ -37,7 +37,7 @@ import torch
 
 from implicit import SolverError
 from models.mdeq import count_parameters
-from train import _checkpoint, _cli, _data, _distributed, _results, _trainer
+from train import _cli, _data, _distributed, _results, _trainer
 from train import exp_cifar as exp
 from train._errors import UserError
 from train.exp_cifar import CIFARConfig, model_names  # noqa: F401  (train.report reads model_names)
@@ -177,16 +177,10 @@ def run(config: CIFARConfig) -> dict:
         if config.batch_size % ctx.world_size:
             raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
         # before the data loads: a run in the way or an unwritable --out is refused at once
-        paths = _trainer.run_paths(config.out, config.name, config.checkpoint_dir)
-        note = _trainer.prepare_run(paths, resume=config.resume, overwrite=config.overwrite, ctx=ctx, replace=False)
+        note = _trainer.prepare_run(_trainer.run_paths(config.out, config.name, config.checkpoint_dir),
+                                    resume=config.resume, overwrite=config.overwrite, ctx=ctx, replace=False)
         if note and ctx.is_main:
             print(note, flush=True)
-        ignores = exp.RESUME_IGNORES
-        if config.resume:
-            # the checkpoint's config may name the solver by its earlier name ("discrete"); fit
-            # compares values as they are, so a renamed field that means the same is left out
-            saved = _checkpoint.load_checkpoint(paths.checkpoint)["config"]
-            ignores = exp.resume_ignores(saved, _results.to_plain(config))
         if config.download and ctx.distributed:
             if ctx.is_main:
                 _data.load("cifar10", config.data_dir, train=True, download=True)
@@ -225,8 +219,8 @@ def run(config: CIFARConfig) -> dict:
             weights=weights, ctx=ctx, out_dir=config.out,
             run=_trainer.RunInfo(name=config.name, script=SCRIPT, model=config.model, baseline=exp.BASELINE,
                                  paper=exp.paper_numbers(config.model, config.solver), notes=notes),
-            config=config, resume=config.resume, overwrite=config.overwrite, resume_ignore=ignores,
-            resume_added=exp.RESUME_ADDED,
+            config=config, resume=config.resume, overwrite=config.overwrite, resume_ignore=exp.RESUME_IGNORES,
+            resume_added=exp.RESUME_ADDED, resume_renamed=exp.RESUME_RENAMED,
             checkpoint_dir=config.checkpoint_dir, log=lambda m: print(m, flush=True),
         )
         # a finished run resumed comes back as it was recorded, timing included

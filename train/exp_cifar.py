@@ -344,13 +344,6 @@ RESUME_ADDED = {"integrator": lambda saved: "tsit5" if saved.get("solver") == "c
 RESUME_RENAMED = {"solver": record_solver}
 
 
-def resume_ignores(saved: Mapping, current: Mapping) -> tuple[str, ...]:
-    """RESUME_IGNORES and every renamed field whose saved value means the current one: the fields
-    a resumed run may differ in from the checkpoint's config ``saved``."""
-    same = tuple(k for k, read in RESUME_RENAMED.items() if k in saved and read(saved) == current.get(k))
-    return RESUME_IGNORES + same
-
-
 # --- training pieces --------------------------------------------------------------------------
 
 
