@@ -24,7 +24,6 @@ import dataclasses
 import math
 from typing import Any, final
 
-import torch
 from torch import Tensor
 
 from implicit.ode._checks import check_number, check_real
@@ -44,10 +43,13 @@ def _value(x: Scalar) -> float:
     return float(x.detach()) if isinstance(x, Tensor) else float(x)
 
 
+def _tolerance(name: str, value) -> float | None:
+    return None if value is None else check_number(name, value, allow_zero=True)
+
+
 def check_tolerances(rtol, atol) -> tuple[float | None, float | None]:
     """rtol/atol as every solve accepts them: finite, >= 0, not both 0. None (not given) passes."""
-    rtol = None if rtol is None else check_number("rtol", rtol, allow_zero=True)
-    atol = None if atol is None else check_number("atol", atol, allow_zero=True)
+    rtol, atol = _tolerance("rtol", rtol), _tolerance("atol", atol)
     if rtol == 0 and atol == 0:
         raise ValueError("rtol and atol must not both be 0")
     return rtol, atol
@@ -61,8 +63,7 @@ def resolve_tolerances(rtol, atol, controller, defaults: tuple[float, float]) ->
     it, since silently preferring either would hide which one the user meant. What neither gives
     comes from ``defaults``.
     """
-    given = (None if rtol is None else check_number("rtol", rtol, allow_zero=True),
-             None if atol is None else check_number("atol", atol, allow_zero=True))
+    given = (_tolerance("rtol", rtol), _tolerance("atol", atol))
     out = []
     for name, arg, default in zip(("rtol", "atol"), given, defaults):
         held = getattr(controller, name, None) if isinstance(controller, AbstractController) else None

@@ -433,7 +433,6 @@ class _Integrator:
         fixed = self.dt is not None
         want_E = self.record and tab.b_error is not None
         want_S = self.record and tab.stiffness_stages is not None
-        solver = self.solver
 
         if self.f0 is None:
             k0 = self.call(t0, y0)

@@ -194,7 +194,7 @@ class NeuralODE(nn.Module):
 
     def _adjoint(self, z0: Tensor, t: Tensor) -> tuple[Tensor, ODEStats]:
         _check_y0_t(z0, t)
-        solver, grad = self.solver, self.gradient
+        solver = self.solver
         func = _CountingFunc(self.f)
         fixed = isinstance(solver, Euler)
         if not fixed and z0.dtype in HALF:
