@@ -42,8 +42,9 @@ __all__ = ["FCCell", "MNISTFCDEQ", "MNISTDEQConfig", "VARIANTS", "SOLVERS", "SOL
 VARIANTS = ("deq", "skipdeq", "skipregdeq")
 # the command-line names of the root solvers: one spelling per solver across the zoo and the CLIs
 SOLVERS = ("continuous", "newton", "broyden")
-# older spellings, accepted with a DeprecationWarning for one release: models/mdeq.py and
-# train/cifar.py call limited-memory Broyden "discrete" (the papers' "discrete CIFAR solver")
+# older spellings, accepted with a DeprecationWarning for one release: the CIFAR experiment
+# called limited-memory Broyden "discrete" (the papers' "discrete CIFAR solver") before issue #16,
+# and its committed records and checkpoints still do
 SOLVER_ALIASES = {"discrete": "broyden"}
 
 # The continuous solve's integrator. "vcab3" is the continuous-DEQ papers': DeepEquilibriumNetworks.jl,

@@ -114,7 +114,7 @@ def test_old_spellings_still_build_the_same_model_and_name_the_new_one():
                                           criterion="batch")
     assert old == mnist_deq.continuous_solver("vcab3", tol=0.05, atol=0.05, max_iter=9, tsit5_ode_atol=0.005,
                                               stopping_test="batch")
-    # Broyden: "broyden" everywhere; "discrete" (models.mdeq, train.cifar) is read as it, with a warning
+    # Broyden: "broyden" everywhere; "discrete" (the CIFAR experiment's earlier name) is read as it, with a warning
     with pytest.warns(DeprecationWarning, match=r"solver='discrete' is deprecated, use solver='broyden'"):
         cfg = MNISTDEQConfig(solver="discrete")
     assert cfg == MNISTDEQConfig(solver="broyden") and cfg.solver == "broyden"

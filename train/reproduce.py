@@ -244,10 +244,13 @@ def _cifar_runs(models: tuple[str, ...], *, solver: str, integrator: str = "", n
                 test: str = "", checkpoints: str | None = None) -> tuple[Run, ...]:
     """train.cifar runs, records ``<model>_<solver>[_<integrator>]_seed<N>`` (the NODE's ``node_seed<N>``).
     ``integrator`` goes into the name when ``named``; ``test`` is the stopping test of records from
-    before the batch test was the default (per_sample for discrete solves)."""
+    before the batch test was the default (per_sample for Broyden solves)."""
     tail = f"_{integrator}" if integrator and named else ""
+    # the committed Broyden records were named before the solver's rename (issue #16); --resume
+    # reads their checkpoints' "discrete" as "broyden" (exp_cifar.RESUME_RENAMED)
+    label = {"broyden": "discrete"}.get(solver, solver)
     extra = (("--integrator", integrator) if integrator else ()) + (("--stopping-test", test) if test else ())
-    return tuple(Run(stem=f"{m}_seed{{seed}}" if m == "node" else f"{m}_{solver}{tail}_seed{{seed}}",
+    return tuple(Run(stem=f"{m}_seed{{seed}}" if m == "node" else f"{m}_{label}{tail}_seed{{seed}}",
                      args=("--model", m, *(() if m == "node" else ("--solver", solver, *extra))),
                      checkpoints=checkpoints)
                  for m in models)
@@ -354,27 +357,27 @@ def _tables() -> dict[str, Table]:
               checkpoints="runs/ckpt/mnist_nsde", render=_report()),
         # --- CIFAR-10 MDEQ-small (train.cifar) ---
         Table(name="cifar", folder="results/cifar", script="train.cifar",
-              runs=_cifar_runs(("deq", "skipdeq", "skipregdeq", "node"), solver="discrete", test="per_sample"),
+              runs=_cifar_runs(("deq", "skipdeq", "skipregdeq", "node"), solver="broyden", test="per_sample"),
               budget=_CIFAR_SMALL,
               checkpoints="runs/cifar_bench_checkpoints", render=_cifar),
         Table(name="cifar_preset_cpu", folder="results/cifar/preset_cpu", script="train.cifar",
-              runs=(*_cifar_runs(("deq", "skipdeq", "skipregdeq", "node"), solver="discrete", test="per_sample"),
+              runs=(*_cifar_runs(("deq", "skipdeq", "skipregdeq", "node"), solver="broyden", test="per_sample"),
                     *_cifar_runs(DEQS, solver="continuous", integrator="tsit5", checkpoints="runs/ckpt/cifar_cont")),
               budget=("--preset", "cpu"), checkpoints="runs/cifar_bench_cpu_checkpoints", render=_cifar),
         Table(name="cifar_preset_cpu_integrators", folder="results/cifar/preset_cpu_integrators", script="train.cifar",
-              runs=(*_cifar_runs(("deq", "skipdeq"), solver="discrete"),
+              runs=(*_cifar_runs(("deq", "skipdeq"), solver="broyden"),
                     *_cifar_runs(("deq", "skipdeq"), solver="continuous", integrator="tsit5", named=True),
                     *_cifar_runs(("deq", "skipdeq"), solver="continuous", integrator="vcab3", named=True)),
               budget=("--preset", "cpu"), checkpoints="runs/ckpt/cifar_integrators", render=_cifar),
         Table(name="cifar_steps300", folder="results/cifar/steps300", script="train.cifar",
-              runs=_cifar_runs(DEQS, solver="discrete", test="per_sample"), budget=_CIFAR_300,
+              runs=_cifar_runs(DEQS, solver="broyden", test="per_sample"), budget=_CIFAR_300,
               checkpoints="runs/ckpt/cifar300", render=_cifar,
               note="per-sample stopping test, the default before the batch test"),
         Table(name="cifar_steps300_batch", folder="results/cifar/steps300_batch", script="train.cifar",
-              runs=_cifar_runs(DEQS, solver="discrete", test="batch"), budget=_CIFAR_300,
+              runs=_cifar_runs(DEQS, solver="broyden", test="batch"), budget=_CIFAR_300,
               checkpoints="runs/ckpt/cifar300_batch", render=_cifar),
         Table(name="cifar_steps300_integrators", folder="results/cifar/steps300_integrators", script="train.cifar",
-              runs=(*_cifar_runs(("deq",), solver="discrete"),
+              runs=(*_cifar_runs(("deq",), solver="broyden"),
                     *_cifar_runs(("deq",), solver="continuous", integrator="vcab3", named=True)),
               budget=_CIFAR_300, checkpoints="runs/ckpt/cifar300_integrators", render=_cifar),
         # --- benchmarks (python -m train.bench SUITE): one JSON each, its Markdown rendered from it ---
