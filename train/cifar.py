@@ -37,7 +37,7 @@ import torch
 
 from implicit import SolverError
 from models.mdeq import count_parameters
-from train import _cli, _data, _distributed, _results, _trainer
+from train import _cli, _data, _results, _run, _trainer
 from train import exp_cifar as exp
 from train._errors import UserError
 from train.exp_cifar import CIFARConfig, model_names  # noqa: F401  (train.report reads model_names)
@@ -110,25 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=_cli.positive_int, default=None, help="test batch size (default: preset)")
     p.add_argument("--timing-repeats", type=_cli.nonneg_int, default=3,
                    help="training steps timed after training for s/batch (median; 0 = skip) (default: 3)")
-    p.add_argument("--seed", type=_cli.seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", type=_cli.device, default="cpu",
-                   help="a torch device: cpu, cuda, cuda:N or mps; under torchrun cuda gives each process GPU "
-                        "LOCAL_RANK (default: cpu)")
-    p.add_argument("--data-dir", default=None, help=f"folder holding cifar10.npz or cifar-10-batches-py "
-                                                    f"(default: ${_data.ENV_VAR}, else ./data)")
-    p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision (needs internet)")
-    _cli.add_run_output_args(p, default_out="runs/cifar", run_name_default="<model>_<solver>_seed<seed>")
+    _run.add_run_args(p, dataset="CIFAR-10", data_help="cifar10.npz or cifar-10-batches-py",
+                      download_help="with torchvision", default_out="runs/cifar",
+                      run_name_default="<model>_<solver>_seed<seed>")
     p.add_argument("--stop-after-round", type=_cli.positive_int, default=None,
                    help="stop after this many evaluation rounds with a checkpoint, as if interrupted")
-    p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
     p.add_argument("--report", action="store_true", help="write <out>/table.md and curves.png after the run")
     p.add_argument("--table", default=None, metavar="DIR",
                    help="only write DIR/table.md and DIR/curves.png (the papers' table shape) from the run "
                         "records in DIR, then exit")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show the progress bar (default: only on a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
     _cli.add_debug(p)
     return p
 
@@ -158,10 +148,8 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
         lr=args.lr, lr_min=args.lr_min,
         weight_decay=args.weight_decay, lambda_skip=args.lambda_skip, tol=args.tol,
         pretrain_depth=args.pretrain_depth, dropout=args.dropout, width=args.width, augment=args.augment,
-        timing_repeats=args.timing_repeats, seed=args.seed, device=args.device, data_dir=args.data_dir,
-        download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
-        resume=args.resume, overwrite=args.overwrite, stop_after_round=args.stop_after_round, threads=args.threads,
-        progress=args.progress, report=args.report,
+        timing_repeats=args.timing_repeats, **_run.run_options(args), stop_after_round=args.stop_after_round,
+        report=args.report,
     )
 
 
@@ -170,21 +158,7 @@ def parse_config(argv: list[str] | None = None) -> CIFARConfig:
 
 def run(config: CIFARConfig) -> dict:
     """Train as ``config`` says; return the run record (see ``train._results``)."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    ctx = _distributed.setup(config.device)
-    try:
-        if config.batch_size % ctx.world_size:
-            raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
-        # before the data loads: a run in the way or an unwritable --out is refused at once
-        note = _trainer.prepare_run(_trainer.run_paths(config.out, config.name, config.checkpoint_dir),
-                                    resume=config.resume, overwrite=config.overwrite, ctx=ctx, replace=False)
-        if note and ctx.is_main:
-            print(note, flush=True)
-        if config.download and ctx.distributed:
-            if ctx.is_main:
-                _data.load("cifar10", config.data_dir, train=True, download=True)
-            _distributed.barrier(ctx)
+    with _run.opened_run(config, dataset="cifar10", batch_size=config.batch_size) as ctx:
         train = _data.load("cifar10", config.data_dir, train=True, download=config.download, limit=config.limit_train)
         test = _data.load("cifar10", config.data_dir, train=False, download=config.download, limit=config.limit_test)
         _trainer.seed_everything(config.seed)
@@ -239,8 +213,6 @@ def run(config: CIFARConfig) -> dict:
             if config.report:
                 exp.write_table(config.out)
         return record
-    finally:
-        _distributed.teardown(ctx)
 
 
 def _final_message(config: CIFARConfig, record: dict, train, test) -> str:

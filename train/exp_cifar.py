@@ -44,7 +44,8 @@ from torch import nn
 
 from models.mdeq import MDEQ_SMALL, VARIANTS, MDEQClassifier, MDEQConfig, ODESolve
 from models.mnist_deq import INTEGRATORS, SOLVER_ALIASES, solver_name
-from train import _results
+from train import _results, _run
+from train._run import RunOptions
 from train._trainer import Constant, WeightSchedule, _sync
 from train.exp_mnist_deq import LAMBDA_SKIP
 
@@ -263,7 +264,7 @@ def build_model(config: CIFARModelConfig) -> MDEQClassifier:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CIFARConfig:
+class CIFARConfig(RunOptions):
     """Everything a run depends on. Saved in every checkpoint and result record. ``solver`` as in
     :class:`CIFARModelConfig` ("discrete" is read as "broyden", deprecated)."""
 
@@ -291,18 +292,8 @@ class CIFARConfig:
     eval_every: int
     eval_batch_size: int
     timing_repeats: int = 3
-    seed: int = 0
-    device: str = "cpu"
-    data_dir: str | None = None
-    download: bool = False
     out: str = "runs/cifar"
-    checkpoint_dir: str | None = None
-    run_name: str | None = None
-    resume: bool = False
-    overwrite: bool = False
     stop_after_round: int | None = None
-    threads: int = 0
-    progress: bool | None = None
     report: bool = False
 
     def __post_init__(self):
@@ -334,8 +325,7 @@ class CIFARConfig:
 
 
 # fields that may differ between an interrupted run and its --resume
-RESUME_IGNORES = ("resume", "overwrite", "stop_after_round", "threads", "progress", "data_dir", "download", "out",
-                  "checkpoint_dir", "report")
+RESUME_IGNORES = (*_run.RESUME_IGNORES, "stop_after_round", "report")
 # config fields newer than some checkpoints, and what their absence meant (continuous solves ran Tsit5)
 RESUME_ADDED = {"integrator": lambda saved: "tsit5" if saved.get("solver") == "continuous"
                 and saved.get("model") != "node" else None}

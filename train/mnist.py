@@ -28,8 +28,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from implicit import SolverError
-from train import _cli, _data, _distributed, _trainer, exp_mnist_deq, exp_mnist_node, exp_mnist_nsde
-from train._errors import UserError
+from train import _cli, _data, _run, _trainer, exp_mnist_deq, exp_mnist_node, exp_mnist_nsde
 from train._trainer import Constant, WeightSchedule
 
 SCRIPT = "train.mnist"
@@ -207,7 +206,7 @@ def model_names() -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MNISTConfig:
+class MNISTConfig(_run.RunOptions):
     """Everything a run depends on. Saved in every checkpoint and result record."""
 
     model: str = "node"
@@ -236,18 +235,8 @@ class MNISTConfig:
     sde_scheme: str | None = None  # nsde family: models.mnist_nsde.SCHEMES
     inputs: str = "normalized"  # MNIST pixels standardised, or "unit": in [0, 1]
     eval_batch_size: int = 1000
-    seed: int = 0
-    device: str = "cpu"
-    data_dir: str | None = None
-    download: bool = False
     out: str = "runs/mnist"
-    checkpoint_dir: str | None = None
-    run_name: str | None = None
-    resume: bool = False
-    overwrite: bool = False
     stop_after_epoch: int | None = None
-    threads: int = 0
-    progress: bool | None = None
 
     @property
     def name(self) -> str:
@@ -255,8 +244,7 @@ class MNISTConfig:
 
 
 # fields that may differ between an interrupted run and its --resume
-RESUME_IGNORES = ("resume", "overwrite", "stop_after_epoch", "threads", "progress", "data_dir", "download", "out",
-                  "checkpoint_dir")
+RESUME_IGNORES = (*_run.RESUME_IGNORES, "stop_after_epoch")
 # config fields newer than some checkpoints, and what their absence meant: before the Adams
 # integrators a continuous DEQ (the only runs with a steady-state test) integrated with Tsit5
 RESUME_ADDED = {"integrator": lambda saved: "tsit5" if saved.get("steady_state_test") else None,
@@ -347,21 +335,10 @@ def build_parser(registry: Registry) -> argparse.ArgumentParser:
                    help="test on the first N images of a fixed shuffled order; 0 = all (default: family)")
     p.add_argument("--eval-batch-size", type=_cli.positive_int, default=None,
                    help="test batch size (default: 1000; 512 with --preset authors)")
-    p.add_argument("--seed", type=_cli.seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", type=_cli.device, default="cpu",
-                   help="a torch device: cpu, cuda, cuda:N or mps; under torchrun cuda gives each process GPU "
-                        "LOCAL_RANK (default: cpu)")
-    p.add_argument("--data-dir", default=None,
-                   help=f"folder holding MNIST/raw (default: ${_data.ENV_VAR}, else ./data)")
-    p.add_argument("--download", action="store_true", help="download MNIST into --data-dir if missing (needs internet)")
-    _cli.add_run_output_args(p, default_out="runs/mnist", run_name_default="<model>_seed<seed>")
+    _run.add_run_args(p, dataset="MNIST", data_help="MNIST/raw", download_help="into --data-dir if missing",
+                      default_out="runs/mnist", run_name_default="<model>_seed<seed>")
     p.add_argument("--stop-after-epoch", type=_cli.positive_int, default=None,
                    help="stop after this epoch with a checkpoint, as if interrupted; continue with --resume (default: off)")
-    p.add_argument("--threads", type=_cli.nonneg_int, default=0, help="torch CPU threads per process; 0 = torch's default")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show the progress bar (default: only on a terminal, not under CI)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
     _cli.add_debug(p)
     return p
 
@@ -421,10 +398,7 @@ def parse_config(argv: list[str] | None, registry: Registry | None = None) -> MN
         **chosen, inputs=inputs,
         solver=args.solver, jacobian_reg=args.jacobian_reg, steady_state_test=steady_state_test, integrator=integrator,
         reg_weights=tuple(args.reg_weight),
-        eval_batch_size=eval_batch_size, seed=args.seed, device=args.device, data_dir=args.data_dir,
-        download=args.download, out=args.out, checkpoint_dir=args.checkpoint_dir, run_name=args.run_name,
-        resume=args.resume, overwrite=args.overwrite, stop_after_epoch=args.stop_after_epoch, threads=args.threads,
-        progress=args.progress,
+        eval_batch_size=eval_batch_size, **_run.run_options(args), stop_after_epoch=args.stop_after_epoch,
     )
 
 
@@ -454,21 +428,7 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
         raise ValueError(f"model must be one of {list(registry.entries)}, got {config.model!r}")
     family, builder, paper_of = registry.entries[config.model]
     paper = paper_of(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    ctx = _distributed.setup(config.device)
-    try:
-        if config.batch_size % ctx.world_size:
-            raise UserError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({ctx.world_size})")
-        # before the data loads: a run in the way or an unwritable --out is refused at once
-        note = _trainer.prepare_run(_trainer.run_paths(config.out, config.name, config.checkpoint_dir),
-                                    resume=config.resume, overwrite=config.overwrite, ctx=ctx, replace=False)
-        if note and ctx.is_main:
-            print(note, flush=True)
-        if config.download and ctx.distributed:  # one process downloads, the others wait for it
-            if ctx.is_main:
-                _data.load("mnist", config.data_dir, train=True, download=True)
-            _distributed.barrier(ctx)
+    with _run.opened_run(config, dataset="mnist", batch_size=config.batch_size) as ctx:
         unit = config.inputs == "unit"
         train = _data.load("mnist", config.data_dir, train=True, download=config.download, limit=config.limit_train,
                            normalize=not unit)
@@ -506,8 +466,6 @@ def run(config: MNISTConfig, *, registry: Registry | None = None) -> dict:
         if ctx.is_main:
             print(_final_message(config, record, train, test, family), flush=True)
         return record
-    finally:
-        _distributed.teardown(ctx)
 
 
 def schedule_differences(config: MNISTConfig, family: Family) -> list[str]:
