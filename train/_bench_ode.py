@@ -24,6 +24,7 @@ import torchdiffeq
 from torch import nn
 
 from implicit.ode import Dopri5, Tsit5, odeint
+from models.mnist_node import ODEFunc
 from train._results import environment, format_cell, to_plain, write_json_and_summary
 
 
@@ -46,18 +47,14 @@ class Config:
     note: str = ""
 
 
-class MnistBlock(nn.Module):
-    def __init__(self, dim: int = 784, hidden: int = 100, scale: float = 1.0):
-        super().__init__()
-        self.l1, self.l2 = nn.Linear(dim + 1, hidden), nn.Linear(hidden + 1, dim)
-        with torch.no_grad():
-            for lin in (self.l1, self.l2):
-                lin.weight.mul_(scale)
-
-    def forward(self, t, z):
-        tt = t.expand(z.shape[0], 1)
-        h = torch.tanh(self.l1(torch.cat([z, tt], 1)))
-        return torch.tanh(self.l2(torch.cat([h, tt], 1)))
+def mnist_field(hidden: int = 100, scale: float = 1.0) -> ODEFunc:
+    """The zoo's MNIST NODE field (models.mnist_node.ODEFunc) with its weights multiplied by
+    ``scale``: a larger scale makes the dynamics harder, so the adaptive solvers take more steps."""
+    f = ODEFunc(dim=784, hidden=hidden)
+    with torch.no_grad():
+        for lin in (f.l1, f.l2):
+            lin.weight.mul_(scale)
+    return f
 
 
 class _Count(nn.Module):
@@ -149,7 +146,7 @@ def _calibrate_scale(cfg, z0, t):
     scale = 2.0
     while scale <= 1024:
         torch.manual_seed(cfg.seed)
-        table[scale] = _nfe(MnistBlock(hidden=cfg.hidden, scale=scale), z0, t, min(cfg.tols))
+        table[scale] = _nfe(mnist_field(hidden=cfg.hidden, scale=scale), z0, t, min(cfg.tols))
         if table[scale] >= cfg.min_nfe_scaled:
             return scale, table
         scale *= 2.0
@@ -166,7 +163,7 @@ def run(cfg: Config) -> dict:
     cases = []
     for weights, scale in (("random", 1.0), ("scaled", scaled)):
         torch.manual_seed(cfg.seed)
-        f = MnistBlock(hidden=cfg.hidden, scale=scale)
+        f = mnist_field(hidden=cfg.hidden, scale=scale)
         for tol in cfg.tols:
             nfe = {m: _nfe(f, z0, t, tol, Dopri5() if m == "dopri5" else Tsit5()) for m in ("dopri5", "tsit5")}
             grad = {v[0]: nfe[v[2]] <= cfg.max_graph_nfe for v in VARIANTS}
