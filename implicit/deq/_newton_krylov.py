@@ -47,8 +47,9 @@ class _AutodiffLinearization(_Linearization):
     With y = f(z) recorded once, w(u) = (∂f/∂z)ᵀu is linear in u, so J v = ∂(w·v)/∂u. The graph
     of f is built once per Newton step and every product is one backward pass through the
     (linear) VJP graph, while torch.func.jvp re-runs the primal f with every product, and
-    torch.func.linearize traces f anew at every Newton step. All three agree to rounding; what
-    each costs is measured in ``results/bench/jvp_products.md``.
+    torch.func.linearize traces f anew at every Newton step. All three form the same product;
+    how closely they agree and what each costs is measured in ``results/bench/jvp.md``
+    (``python -m train.reproduce bench_jvp``).
     """
 
     def __init__(self, ev: Evaluator, z: Tensor):
@@ -120,10 +121,11 @@ class NewtonKrylov(RootSolver):
 
     ``jvp`` chooses how J v is formed: ``"autodiff"`` (exact; one backward pass through the
     double-backward graph of f, built once per Newton step, per product) or
-    ``"finite_difference"`` (one f call under no_grad per product, no graph, accurate to about
-    √eps: 3e-4 relative in float32, which can slow Newton's final convergence). Which costs less
+    ``"finite_difference"`` (one f call under no_grad per product, no graph; its step is chosen
+    for an error of about √eps on a smooth f, more where f has kinks such as relu's, which can
+    slow Newton's final convergence). Which costs less
     depends on f: a backward pass through f's graph against one more f call (measured on the
-    benchmark blocks: ``results/bench/jvp_products.md``). ``fixed_point_steps`` plain iterations
+    benchmark blocks: ``results/bench/jvp.md``). ``fixed_point_steps`` plain iterations
     z ← f(z) run before the first Newton step: far from the root (and at z = 0, where
     GroupNorm's Jacobian is singular) a Newton step's several JVPs buy little, while a plain
     iteration costs one f call. They count in ``n_iter`` and the residual history.
