@@ -483,3 +483,13 @@ def test_record_command_holds_no_machine_paths(tmp_path):
                         "../shared/data", str(REPO_ROOT / "results" / "mnist")])
     assert cmd.split()[1:] == ["-m", "train.mnist", "--out", "<runs>", "--data-dir", "../shared/data", "results/mnist"]
     assert str(REPO_ROOT) not in cmd and str(tmp_path) not in cmd
+
+
+def test_a_benchmark_config_names_its_file_wherever_it_was_written(tmp_path):
+    # a benchmark written outside the repository keeps only <name>; its Markdown still names the file
+    from train._results import REPO_ROOT, file_name, portable_config
+
+    config = portable_config({"out": str(tmp_path / "ode.json"), "inside": str(REPO_ROOT / "results" / "bench"),
+                              "note": "kept", "repeats": 5})
+    assert config == {"out": "<ode.json>", "inside": "results/bench", "note": "kept", "repeats": 5}
+    assert file_name(config["out"]) == file_name("results/bench/ode.json") == "ode.json"

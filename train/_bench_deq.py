@@ -39,7 +39,7 @@ from implicit.deq import (
 )
 from models.mnist_deq import FCCell
 from train._checkpoint import atomic_write_bytes
-from train._results import environment, format_cell
+from train._results import environment, file_name, format_cell, portable_config, to_plain
 
 TORCHDEQ_VERSION = "0.1.0"
 
@@ -391,7 +391,7 @@ def run(cfg: BenchConfig) -> dict:
     return {
         "format": "implicit-bench-deq",
         "version": 1,
-        "config": dataclasses.asdict(cfg),
+        "config": portable_config(to_plain(cfg)),
         "environment": env,
         "notes": [n for n in (td_note, cfg.note) if n],
         "results": results,
@@ -449,7 +449,7 @@ def render_markdown(data: dict) -> str:
     lines = [
         "# DEQ blocks: implicit vs torchdeq",
         "",
-        f"Generated from `{Path(cfg['out']).name}` by `train/_bench_deq.py`"
+        f"Generated from `{file_name(cfg['out'])}` by `train/_bench_deq.py`"
         f"{' (--quick: tiny sizes, not representative)' if cfg['quick'] else ''}.",
         f"git `{(env['git'].get('commit') or 'unknown')[:12]}`{' (dirty)' if env['git'].get('dirty') else ''}, "
         f"torch {ver['torch']}, torchdeq {ver.get('torchdeq') or 'not installed'}, {hw['cpu']} "

@@ -34,7 +34,7 @@ from implicit.deq._root import Evaluator, norms
 from models.mnist_deq import FCCell
 from train import _cli
 from train._bench_deq import ConvBlock
-from train._results import environment, format_cell, portable_path, to_plain, write_json_and_summary
+from train._results import environment, file_name, format_cell, portable_config, to_plain, write_json_and_summary
 
 FORMAT = "implicit-bench-jvp"
 VERSION = 1
@@ -236,8 +236,7 @@ def run(cfg: Config) -> dict:
                 print(f"{block_name:4s} B={batch:<4d} NewtonKrylov({row['jvp']}, {row['fixed_point_steps']} fp): "
                       f"{row['outcome']}, {row['n_iter']} iterations, NFE {row['nfe']}, res "
                       f"{row['residual_max']:.1e}, {row['seconds']:.3f} s", flush=True)
-    config = to_plain(cfg)
-    config["out"] = portable_path(str(cfg.out))
+    config = portable_config(to_plain(cfg))
     eps = torch.finfo(torch.float32).eps
     return dict(
         format=FORMAT, version=VERSION, config=config, environment=environment(),
@@ -322,7 +321,7 @@ def render_markdown(result: dict) -> str:
     lines = [
         "# Jacobian-vector products for Newton–Krylov: double backward vs torch.func",
         "",
-        f"Generated from `{Path(cfg['out']).name}` by `train/_bench_jvp.py` (`python -m train.bench jvp`)"
+        f"Generated from `{file_name(cfg['out'])}` by `train/_bench_jvp.py` (`python -m train.bench jvp`)"
         f"{' (--quick: tiny sizes, not representative)' if cfg['quick'] else ''}. torch {env['versions']['torch']}, "
         f"{hw['cpu']} ({hw['cpu_cores']} cores, {cfg['threads']} torch thread(s)), commit "
         f"`{(env['git'].get('commit') or '?')[:10]}`{' (dirty)' if env['git'].get('dirty') else ''}; load average "

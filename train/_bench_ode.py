@@ -25,7 +25,7 @@ from torch import nn
 
 from implicit.ode import Dopri5, Tsit5, odeint
 from models.mnist_node import ODEFunc
-from train._results import environment, format_cell, to_plain, write_json_and_summary
+from train._results import environment, file_name, format_cell, portable_config, to_plain, write_json_and_summary
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -197,7 +197,7 @@ def run(cfg: Config) -> dict:
             cases.append(case)
             print(_case_line(case), flush=True)
     return dict(
-        format="implicit-bench-ode", version=1, config=to_plain(cfg), environment=environment(),
+        format="implicit-bench-ode", version=1, config=portable_config(to_plain(cfg)), environment=environment(),
         load_average_before=load_before, load_average_after=os.getloadavg(), cases=cases,
         scale_calibration=dict(tol=min(cfg.tols), nfe_by_scale={str(k): v for k, v in calibration.items()}),
         note=cfg.note,
@@ -222,7 +222,7 @@ def render_markdown(result: dict) -> str:
     lines = [
         "# Neural-ODE block: implicit.ode vs torchdiffeq",
         "",
-        f"Generated from `{Path(cfg['out']).name}` by `train/_bench_ode.py`. MNIST NODE field "
+        f"Generated from `{file_name(cfg['out'])}` by `train/_bench_ode.py`. MNIST NODE field "
         f"784 → {cfg['hidden']} → 784, batch {cfg['batch']}, t ∈ [0, 1], rtol = atol; median of "
         f"{cfg['repeats']} interleaved repeats; torch {env['versions']['torch']}, torchdiffeq "
         f"{env['versions']['torchdiffeq']}, {env['hardware']['cpu']} ({env['hardware']['cpu_cores']} cores, "

@@ -34,7 +34,7 @@ import torch
 import torchsde
 
 from implicit.sde import SOSRI, SRK, Embedded, FixedSteps, Milstein, NeuralSDE, StepDoubling
-from train._results import environment, format_cell, to_plain, write_json_and_summary
+from train._results import environment, format_cell, portable_config, to_plain, write_json_and_summary
 
 METHODS = {
     "sosri": (SOSRI, "embedded"),
@@ -211,7 +211,7 @@ def run(cfg: Config) -> dict:
                       "reference": "exact solution on the path" if ref_check is None else
                       f"SOSRI fixed steps 1/{cfg.ref_steps}", "reference_halving_error": ref_check,
                       "sweeps": sweeps, "equal_error": equal_error(sweeps)})
-    return {"format": "implicit-bench-sde", "config": to_plain(dataclasses.asdict(cfg)),
+    return {"format": "implicit-bench-sde", "config": portable_config(to_plain(cfg)),
             "environment": environment(), "cases": cases}
 
 

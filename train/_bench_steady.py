@@ -26,7 +26,7 @@ from implicit.deq import SteadyState
 from implicit.ode import VCAB3, VCABM3, Tsit5
 from models.mnist_deq import PAPERS_ODE_TOLERANCES
 from train import _data
-from train._results import environment, portable_path, to_plain, write_json_and_summary
+from train._results import environment, file_name, portable_config, to_plain, write_json_and_summary
 
 INTEGRATORS = {"tsit5": Tsit5(), "vcab3": VCAB3(), "vcabm3": VCABM3()}
 
@@ -125,10 +125,7 @@ def run(cfg: Config) -> dict:
         cases.append(dict(cell=cell, tol=tol, batch=cfg.batch, max_steps=max_steps, rows=rows))
         print(f"{cell}: " + "; ".join(f"{r['integrator']} {r['ode_tolerances']}: {r['nfe']} NFE {r['outcome']}"
                                       for r in rows), flush=True)
-    config = to_plain(cfg)
-    config["mnist_checkpoint"] = None if cfg.mnist_checkpoint is None else portable_path(str(cfg.mnist_checkpoint))
-    config["data_dir"] = portable_path(cfg.data_dir)
-    config["out"] = portable_path(str(cfg.out))
+    config = portable_config(to_plain(cfg))
     return dict(format="implicit-bench-steady", version=1, config=config, environment=environment(),
                 load_average_before=load_before, load_average_after=os.getloadavg(), cases=cases, note=cfg.note)
 
@@ -138,7 +135,7 @@ def render_markdown(result: dict) -> str:
     lines = [
         "# Continuous-DEQ integrators to one steady-state test",
         "",
-        f"Generated from `{Path(cfg['out']).name}` by `train/_bench_steady.py` (`python -m train.bench steady`). "
+        f"Generated from `{file_name(cfg['out'])}` by `train/_bench_steady.py` (`python -m train.bench steady`). "
         "dz/dt = f(z, x) − z from z = 0, batch of "
         f"{cfg['batch']} real test images, stopped when the batch's relative residual is below tol (the papers' "
         "test); medians of "

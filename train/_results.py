@@ -187,6 +187,13 @@ def portable_path(text: str) -> str:
         return f"<{p.name}>"  # outside the repository: keep the name only
 
 
+def file_name(path: str) -> str:
+    """The file name of a path as a record stores it: for one outside the repository,
+    :func:`portable_path` kept only ``<name>``."""
+    name = Path(path).name
+    return name[1:-1] if name.startswith("<") and name.endswith(">") else name
+
+
 def portable_config(plain: Mapping[str, Any]) -> dict:
     """A plain config with :func:`portable_path` applied to its string values, for a record that
     is committed or shared (the checkpoint keeps the real paths)."""
