@@ -50,8 +50,7 @@ def test_renders_committed_markdown_byte_for_byte(table, records):
 
 
 def test_every_committed_table_is_registered_or_said_not_to_be():
-    # a generated Markdown file says so under its heading (READMEs are prose, and so is the hand-written
-    # jvp_products.md until it is removed: results/bench/jvp.md, rendered from jvp.json, replaces it)
+    # a generated Markdown file says so under its heading (READMEs are prose)
     registered = {f"{t.folder}/{t.markdown}" for t in reproduce.TABLES.values()}
     out = subprocess.run(["git", "ls-files", "results"], capture_output=True, text=True, cwd=REPO_ROOT)
     generated = {f for f in out.stdout.split() if f.endswith(".md")
