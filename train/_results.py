@@ -33,7 +33,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -374,30 +374,33 @@ def _baseline_of(run: dict, runs: list[dict]) -> dict | None:
 # --- plots --------------------------------------------------------------------------------
 
 
-def plot_curves(runs: list[dict], path: str | os.PathLike, *, order: Iterable[str] | None = None) -> None:
-    """Test NFE and test accuracy against epoch, one line per run, saved as a PNG."""
+def plot_curves(runs: list[dict], path: str | os.PathLike, *, order: Iterable[str] | None = None,
+                x: str = "epoch", name: Callable[[dict], str] | None = None) -> None:
+    """Test NFE and test accuracy against ``x`` (a history key: "epoch" or "step"), one line per
+    run, saved as a PNG. ``name`` gives a run's variant (default: its model): one colour per
+    variant, one line style per seed, so the seeds of a variant read as one family."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    name = name or (lambda r: str(r.get("model")))
     runs = _ordered(runs, order)
-    models = list(dict.fromkeys(r.get("model") for r in runs))
+    variants = list(dict.fromkeys(name(r) for r in runs))
     seeds = list(dict.fromkeys(r.get("seed") for r in runs))
-    # one colour per model, one line style per seed, so runs of one model read as one family
-    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")
+    colours = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
     styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for r in runs:
         hist = r.get("history") or []
-        x = [h.get("epoch") for h in hist]
-        style = dict(color=colours(models.index(r.get("model")) % colours.N),
+        xs = [h.get(x) for h in hist]
+        style = dict(color=colours(variants.index(name(r)) % colours.N),
                      linestyle=styles[seeds.index(r.get("seed")) % len(styles)], marker="o", markersize=3)
-        label = f"{r.get('model')} (seed {r.get('seed')})"
-        axes[0].plot(x, [h.get("test_nfe") for h in hist], label=label, **style)
-        axes[1].plot(x, [h.get("test_acc") for h in hist], label=label, **style)
-    axes[0].set(xlabel="epoch", ylabel="test NFE (forward, per test batch)", title="Test NFE")
-    axes[1].set(xlabel="epoch", ylabel="test accuracy %", title="Test accuracy")
+        label = f"{name(r)} (seed {r.get('seed')})"
+        axes[0].plot(xs, [h.get("test_nfe") for h in hist], label=label, **style)
+        axes[1].plot(xs, [h.get("test_acc") for h in hist], label=label, **style)
+    axes[0].set(xlabel=x, ylabel="test NFE (forward, per test batch)", title="Test NFE")
+    axes[1].set(xlabel=x, ylabel="test accuracy %", title="Test accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))

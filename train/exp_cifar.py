@@ -557,28 +557,14 @@ def write_table(folder) -> tuple:
             "(steps, batch, test images): " + ", ".join(str(b) for b in budgets) + ".\n\n" + table_markdown(runs))
     md, png = folder / "table.md", folder / "curves.png"
     atomic_write_bytes(md, text.encode())
-    _plot(runs, png)
+    _results.plot_curves(runs, png, x="step", name=_variant)
     return md, png
 
 
-def _plot(runs, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in runs:
-        hist = r.get("history") or []
-        label = r["model"] + ("" if r["model"] == "node" else f" ({r['config'].get('solver')})")
-        steps = [h["step"] for h in hist]
-        axes[0].plot(steps, [h.get("test_nfe") for h in hist], marker="o", label=label)
-        axes[1].plot(steps, [h.get("test_acc") for h in hist], marker="o", label=label)
-    axes[0].set(xlabel="step", ylabel="test NFE (forward, per batch)", title="Test NFE")
-    axes[1].set(xlabel="step", ylabel="test accuracy %", title="Test accuracy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _variant(run: dict) -> str:
+    """A CIFAR curve's label: the model and, for a DEQ, its solver (and integrator)."""
+    if run["model"] == "node":
+        return "node"
+    cfg = run["config"]
+    solver = record_solver(cfg) + (f" {cfg['integrator']}" if cfg.get("solver") == "continuous" and cfg.get("integrator") else "")
+    return f"{run['model']} ({solver})"
