@@ -75,6 +75,29 @@ def test_complete_table_renders_without_training(monkeypatch, records, capsys):
         (REPO_ROOT / "results/mnist/longer/table.md").read_bytes()
 
 
+def test_a_measured_table_without_its_checkpoints_says_so_before_measuring(monkeypatch, records, capsys):
+    # the copy of the records holds no checkpoint: nothing is trained or measured, the error names what is
+    # missing, and the dry run gives commands that train into a scratch folder, not over the committed records
+    from train._errors import UserError
+
+    monkeypatch.setattr(reproduce.subprocess, "run", _no_training)
+    table = reproduce.TABLES["mnist_deq_steady_state_probe"]
+    with pytest.raises(UserError, match=r"needs 3 checkpoint\(s\) that are not here \(runs/ckpt/"
+                                        r"continuous_full10ep_retrained/deq_seed0.pt, .*--dry-run prints the commands"):
+        reproduce.reproduce(table, root=records)
+    assert reproduce.reproduce(table, root=records, dry_run=True) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("python -m train.mnist")]
+    assert len(commands) == 3
+    for command, job in zip(commands, reproduce.jobs(table, root=records)):
+        assert f"--out runs/retrained/{table.name} " in command and f"--checkpoint-dir {job.checkpoint.parent} " in command
+        assert job.record.parent.as_posix() not in command.split("--out ")[1].split()[0]
+
+
+def test_a_rendered_table_needs_no_checkpoint(records):
+    table = reproduce.TABLES["mnist_longer"]
+    assert reproduce.missing_checkpoints(table, reproduce.jobs(table, root=records), root=records) == ([], [])
+
+
 def test_missing_and_unfinished_runs(tmp_path):
     """A missing record is trained, an unfinished one resumed from its checkpoint (or trained anew
     when there is none), a complete one skipped."""

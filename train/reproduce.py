@@ -431,6 +431,7 @@ class Job:
     record: Path  # relative to the repository
     status: str
     argv: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None  # relative to the repository; None for a benchmark
 
 
 def out_folder(table: Table, budget: str) -> str:
@@ -474,8 +475,24 @@ def jobs(table: Table, *, budget: str = "cpu", seeds: tuple[int, ...] | None = N
         if status == "unfinished":
             # resume from the checkpoint when there is one; else the stale record is in the way
             argv.append("--resume" if (root / ckpt / f"{name}.pt").is_file() else "--overwrite")
-        out.append(Job(record, status, argv))
+        out.append(Job(record, status, argv, ckpt / f"{name}.pt"))
     return out
+
+
+def missing_checkpoints(table: Table, every: list[Job], *, root: Path = REPO_ROOT) -> tuple[list[Path], list[str]]:
+    """For a table measured on checkpoints: the checkpoints of finished runs that are not here, and
+    the commands that would train them again. Such runs are not retrained by ``reproduce``: a model
+    trained again need not be the one its committed record describes, so the user decides (the
+    commands write their records into a scratch folder and leave the committed ones alone)."""
+    if not table.measured:
+        return [], []
+    gone = [j for j in every if j.status == "complete" and j.checkpoint and not (root / j.checkpoint).is_file()]
+    commands = []
+    for j in gone:
+        argv = list(j.argv)
+        argv[argv.index("--out") + 1] = f"runs/retrained/{table.name}"
+        commands.append(" ".join(shlex.quote(w) for w in ["python", *argv]))
+    return [j.checkpoint for j in gone], commands
 
 
 @contextlib.contextmanager
@@ -567,10 +584,19 @@ def reproduce(table: Table, *, budget: str = "cpu", seeds: tuple[int, ...] | Non
         if result.returncode != 0:
             raise UserError(f"{j.record}: the run exited with {result.returncode} (its log is above); fix and run "
                             f"python -m train.reproduce {table.name} again to continue")
+    missing, retrain = missing_checkpoints(table, every, root=root)
     if dry_run:
         print(f"then {'measure' if table.measured else 'render'} {out_folder(table, budget)}/{table.markdown}"
               + (f" ({table.note})" if table.note else ""))
+        if missing:
+            print(f"the measurement needs {len(missing)} checkpoint(s) that are not here; copy them in, or train "
+                  f"them again (new records in runs/retrained/, the committed ones stay):")
+            print("\n".join(retrain))
         return 0
+    if missing:
+        raise UserError(f"the measurement needs {len(missing)} checkpoint(s) that are not here "
+                        f"({', '.join(p.as_posix() for p in missing)}); python -m train.reproduce {table.name} "
+                        f"--dry-run prints the commands that train them again")
     md = render(table, root=root, budget=budget)
     print(f"wrote {md.relative_to(root) if md.is_relative_to(root) else md}")
     return 0
