@@ -476,6 +476,23 @@ def test_median_table_over_seeds():
     assert _results.median_table(runs[:1] + runs[3:4]) == ""
 
 
+def test_table_lines_alignment_and_rows():
+    lines = _results.table_lines(["a", "b", "c"], [["x", 1, ""], ("y", "2.50", "z")], "lrr")
+    # an empty cell is "| |", as the committed tables write it
+    assert lines == ["| a | b | c |", "|---|---:|---:|", "| x | 1 | |", "| y | 2.50 | z |"]
+    assert _results.table_lines(["a", "b"], [], ["r", "l"]) == ["| a | b |", "|---:|---|"]
+    assert _results.table_lines(["a", "b"], iter([])) == ["| a | b |", "|---|---|"]
+
+
+def test_table_lines_refuses_a_short_row_and_an_unknown_alignment():
+    with pytest.raises(ValueError, match=r"row 1 has 3 cell\(s\), the header 2"):
+        _results.table_lines(["a", "b"], [["x", "y"], ["x", "y", "z"]])
+    with pytest.raises(ValueError, match=r"unknown alignment 'c'"):
+        _results.table_lines(["a", "b"], [], "lc")
+    with pytest.raises(ValueError, match=r"align has 1 letter\(s\) for 2 column\(s\)"):
+        _results.table_lines(["a", "b"], [], "l")
+
+
 def test_record_command_holds_no_machine_paths(tmp_path):
     from train._results import REPO_ROOT, command_line
 

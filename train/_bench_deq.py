@@ -39,7 +39,7 @@ from implicit.deq import (
 )
 from models.mnist_deq import FCCell
 from train._checkpoint import atomic_write_bytes
-from train._results import environment, file_name, format_cell, portable_config, to_plain
+from train._results import environment, file_name, format_cell, portable_config, table_lines, to_plain
 
 TORCHDEQ_VERSION = "0.1.0"
 
@@ -481,30 +481,21 @@ def render_markdown(data: dict) -> str:
     lines += _verdict(data)
     for note in data.get("notes", []):
         lines += [f"**Note:** {note}", ""]
-    lines += [
-        "| block | batch | library | method | iters | NFE fwd | NFE bwd | residual | forward s | train s | reps |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in data["results"]:
-        lines.append(
-            f"| {r['block']} | {r['batch']} | {r['library']} | {r['method']} | {r['n_iter']} | {r['nfe_forward']} | "
-            f"{r['nfe_backward']} | {format_cell(r['residual_max'], '.1e')} | {format_cell(r['forward_s'], '.4f')} | "
-            f"{format_cell(r['train_step_s'], '.4f')} | {r['repeats']} |"
-        )
+    lines += table_lines(
+        ["block", "batch", "library", "method", "iters", "NFE fwd", "NFE bwd", "residual", "forward s", "train s",
+         "reps"],
+        [[r["block"], r["batch"], r["library"], r["method"], r["n_iter"], r["nfe_forward"], r["nfe_backward"],
+          format_cell(r["residual_max"], ".1e"), format_cell(r["forward_s"], ".4f"),
+          format_cell(r["train_step_s"], ".4f"), r["repeats"]] for r in data["results"]],
+        "lrllrrrrrrr")
     if data["ratios"]:
-        lines += [
-            "",
-            "## Ratios ours / torchdeq (< 1: ours faster)",
-            "",
-            "| block | batch | ours | torchdeq | forward | train step | NFE fwd | residual ours / theirs |",
-            "|---|---:|---|---|---:|---:|---:|---|",
-        ]
-        for q in data["ratios"]:
-            lines.append(
-                f"| {q['block']} | {q['batch']} | {q['ours']} | {q['torchdeq']} | {q['forward_ratio']:.2f}× | "
-                f"{q['train_step_ratio']:.2f}× | {q['nfe_forward_ratio']:.2f}× | "
-                f"{q['residual_ours']:.1e} / {q['residual_torchdeq']:.1e} |"
-            )
+        lines += ["", "## Ratios ours / torchdeq (< 1: ours faster)", ""]
+        lines += table_lines(
+            ["block", "batch", "ours", "torchdeq", "forward", "train step", "NFE fwd", "residual ours / theirs"],
+            [[q["block"], q["batch"], q["ours"], q["torchdeq"], f"{q['forward_ratio']:.2f}×",
+              f"{q['train_step_ratio']:.2f}×", f"{q['nfe_forward_ratio']:.2f}×",
+              f"{q['residual_ours']:.1e} / {q['residual_torchdeq']:.1e}"] for q in data["ratios"]],
+            "lrllrrrl")
     if data["memory"]:
         lines += [
             "",
@@ -518,17 +509,16 @@ def render_markdown(data: dict) -> str:
             "",
         ]
         iters = sorted({m["n_iter"] for m in data["memory"]})
-        lines += ["| block | batch | method | " + " | ".join(f"n={n}" for n in iters) + " |",
-                  "|---|---:|---|" + "---:|" * len(iters)]
         keys = []
         for m in data["memory"]:
             k = (m["block"], m["batch"], m["method"])
             if k not in keys:
                 keys.append(k)
+        rows = []
         for k in keys:
             vals = {m["n_iter"]: m["saved_bytes"] for m in data["memory"] if (m["block"], m["batch"], m["method"]) == k}
-            lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(
-                _bytes(vals[n]) if n in vals else "–" for n in iters) + " |")
+            rows.append([*k, *(_bytes(vals[n]) if n in vals else "–" for n in iters)])
+        lines += table_lines(["block", "batch", "method", *(f"n={n}" for n in iters)], rows, "lrl" + "r" * len(iters))
     return "\n".join(lines) + "\n"
 
 

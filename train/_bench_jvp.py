@@ -34,7 +34,8 @@ from implicit.deq._root import Evaluator, norms
 from models.mnist_deq import FCCell
 from train import _cli
 from train._bench_deq import ConvBlock
-from train._results import environment, file_name, format_cell, portable_config, to_plain, write_json_and_summary
+from train._results import (environment, file_name, format_cell, portable_config, table_lines, to_plain,
+                            write_json_and_summary)
 
 FORMAT = "implicit-bench-jvp"
 VERSION = 1
@@ -350,19 +351,17 @@ def render_markdown(result: dict) -> str:
         "",
     ]
     lines += _verdict(result)
-    lines += [
-        "| block | batch | method | setup ms | first product ms | product ms | product in f calls | "
-        "rel. diff vs ours, max (median) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for p in result["products"]:
-        lines.append(f"| {p['block']} | {p['batch']} | f(z, x), one call | – | – | {_ms(p['f_s'])} | 1.00 | – |")
+        rows.append([p["block"], p["batch"], "f(z, x), one call", "–", "–", _ms(p["f_s"]), "1.00", "–"])
         for m in p["methods"]:
-            lines.append(
-                f"| {p['block']} | {p['batch']} | {m['label']} | {_ms(m['setup_s'])} | {_ms(m['first_product_s'])} | "
-                f"{_ms(m['product_s'])} | {format_cell(m['product_in_f'], '.2f')} | "
-                f"{format_cell(m['max_rel_diff'], '.1e')}"
-                f"{'' if m['median_rel_diff'] is None else ' (' + format(m['median_rel_diff'], '.1e') + ')'} |")
+            rows.append([
+                p["block"], p["batch"], m["label"], _ms(m["setup_s"]), _ms(m["first_product_s"]), _ms(m["product_s"]),
+                format_cell(m["product_in_f"], ".2f"),
+                format_cell(m["max_rel_diff"], ".1e")
+                + ("" if m["median_rel_diff"] is None else " (" + format(m["median_rel_diff"], ".1e") + ")")])
+    lines += table_lines(["block", "batch", "method", "setup ms", "first product ms", "product ms", "product in f calls",
+                          "rel. diff vs ours, max (median)"], rows, "lrlrrrrr")
     lines += [
         "",
         f"## NewtonKrylov to tol {cfg['tol']:g} in {result['dtype']}",
@@ -373,15 +372,14 @@ def render_markdown(result: dict) -> str:
         "(the solver's own count); residual is the largest per-sample ‖f(z) − z‖ / ‖f(z)‖ of the result; "
         "seconds are medians over the repeats.",
         "",
-        "| block | batch | jvp | plain iterations first | outcome | iterations | Newton steps | NFE | JVPs | "
-        "residual | seconds |",
-        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in result["solves"]:
-        lines.append(
-            f"| {s['block']} | {s['batch']} | {s['jvp']} | {s['fixed_point_steps']} | {s['outcome']} | {s['n_iter']} | "
-            f"{s['newton_steps']} | {s['nfe']} | {s['n_jvp']} | {format_cell(s['residual_max'], '.1e')} | "
-            f"{format_cell(s['seconds'], '.4f')} |")
+    lines += table_lines(
+        ["block", "batch", "jvp", "plain iterations first", "outcome", "iterations", "Newton steps", "NFE", "JVPs",
+         "residual", "seconds"],
+        [[s["block"], s["batch"], s["jvp"], s["fixed_point_steps"], s["outcome"], s["n_iter"], s["newton_steps"],
+          s["nfe"], s["n_jvp"], format_cell(s["residual_max"], ".1e"), format_cell(s["seconds"], ".4f")]
+         for s in result["solves"]],
+        "lrlrlrrrrrr")
     lines.append("")
     return "\n".join(lines)
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from implicit.ode import Dopri5, Tsit5, odeint
 from models.mnist_node import ODEFunc
-from train._results import environment, file_name, format_cell, portable_config, to_plain, write_json_and_summary
+from train._results import (environment, file_name, format_cell, portable_config, table_lines, to_plain,
+                            write_json_and_summary)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -240,18 +241,17 @@ def render_markdown(result: dict) -> str:
         "fit the shared machine's memory, so only its forward pass is timed, without autograd (its ratio is "
         "only given against a reference timed the same way).",
         "",
-        "| weights | tol | variant | NFE | fwd s | fwd+bwd s | ratio fwd | ratio fwd+bwd | overhead fwd | overhead fwd+bwd |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for case in result["cases"]:
         w = f"{case['weights']} (×{case['weight_scale']:g})"
         for name, v in case["variants"].items():
             mode = "" if v["autograd"] else " (no grad)"
-            lines.append(
-                f"| {w} | {case['tol']:.0e} | {name}{mode} | {v['nfe']} | {_fmt(v['forward_s'])} | "
-                f"{_fmt(v['forward_backward_s'])} | {_fmt(v['ratio_forward'])} | {_fmt(v['ratio_forward_backward'])} | "
-                f"{_fmt(v['overhead_forward'])} | {_fmt(v['overhead_forward_backward'])} |"
-            )
+            rows.append([w, f"{case['tol']:.0e}", name + mode, v["nfe"], _fmt(v["forward_s"]),
+                         _fmt(v["forward_backward_s"]), _fmt(v["ratio_forward"]), _fmt(v["ratio_forward_backward"]),
+                         _fmt(v["overhead_forward"]), _fmt(v["overhead_forward_backward"])])
+    lines += table_lines(["weights", "tol", "variant", "NFE", "fwd s", "fwd+bwd s", "ratio fwd", "ratio fwd+bwd",
+                          "overhead fwd", "overhead fwd+bwd"], rows, "lllrrrrrrr")
     cal = result["scale_calibration"]
     lines += ["", f"Scaled weights: W₁, W₂ of PyTorch's default init multiplied by a power of two until dopri5 "
               f"at tol {cal['tol']:.0e} takes ≥ {cfg['min_nfe_scaled']} NFE (tanh saturates, so NFE grows slowly "

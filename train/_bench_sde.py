@@ -34,7 +34,7 @@ import torch
 import torchsde
 
 from implicit.sde import SOSRI, SRK, Embedded, FixedSteps, Milstein, NeuralSDE, StepDoubling
-from train._results import environment, format_cell, portable_config, to_plain, write_json_and_summary
+from train._results import environment, format_cell, portable_config, table_lines, to_plain, write_json_and_summary
 
 METHODS = {
     "sosri": (SOSRI, "embedded"),
@@ -240,26 +240,26 @@ def render_markdown(result: dict) -> str:
         lines += ["", f"## {case['problem']}: {case['description']}", "",
                   f"Reference: {case['reference']}"
                   + (f" (distance to the solve at half as many steps: {case['reference_halving_error']:.2e})"
-                     if case["reference_halving_error"] is not None else "") + ".", "",
-                  "| method | tol | strong error | evaluations | accepted | rejected | seconds |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for m, pts in case["sweeps"].items():
-            for p in pts:
-                lines.append(f"| {m} | {p['tol']:g} | {p['error']:.3e} | {p['evaluations']} | {p['accepted']} | "
-                             f"{p['rejected']}{' (+' + str(p['forced']) + ' forced)' if p['forced'] else ''} | "
-                             f"{p['seconds_median']:.3f} |")
-        lines += ["", "Against SOSRI at equal strong error (log-interpolated within both sweeps):", "",
-                  "| method | strong error | its evaluations | SOSRI's | ratio | its seconds | SOSRI's | ratio |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                     if case["reference_halving_error"] is not None else "") + ".", ""]
+        lines += table_lines(
+            ["method", "tol", "strong error", "evaluations", "accepted", "rejected", "seconds"],
+            [[m, f"{p['tol']:g}", f"{p['error']:.3e}", p["evaluations"], p["accepted"],
+              f"{p['rejected']}{' (+' + str(p['forced']) + ' forced)' if p['forced'] else ''}",
+              f"{p['seconds_median']:.3f}"] for m, pts in case["sweeps"].items() for p in pts],
+            "lrrrrrr")
+        lines += ["", "Against SOSRI at equal strong error (log-interpolated within both sweeps):", ""]
+        rows = []
         for row in case["equal_error"]:
             m = row["method"]
             if not row["overlap"]:
-                lines.append(f"| {m} | its errors and SOSRI's do not overlap in these sweeps | | | | | | |")
+                rows.append([m, "its errors and SOSRI's do not overlap in these sweeps", *[""] * 6])
                 continue
             a, b = row[m], row["sosri"]
-            lines.append(f"| {m} | {row['error']:.2e} | {a['evaluations']:.0f} | {b['evaluations']:.0f} | "
-                         f"{row['evaluations_ratio']:.2f}× | {a['seconds']:.3g} | {b['seconds']:.3g} | "
-                         f"{row['seconds_ratio']:.2f}× |")
+            rows.append([m, f"{row['error']:.2e}", f"{a['evaluations']:.0f}", f"{b['evaluations']:.0f}",
+                         f"{row['evaluations_ratio']:.2f}×", f"{a['seconds']:.3g}", f"{b['seconds']:.3g}",
+                         f"{row['seconds_ratio']:.2f}×"])
+        lines += table_lines(["method", "strong error", "its evaluations", "SOSRI's", "ratio", "its seconds", "SOSRI's",
+                              "ratio"], rows, "lrrrrrrr")
     lines.append("")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from implicit.deq import SteadyState
 from implicit.ode import VCAB3, VCABM3, Tsit5
 from models.mnist_deq import PAPERS_ODE_TOLERANCES
 from train import _data
-from train._results import environment, file_name, portable_config, to_plain, write_json_and_summary
+from train._results import environment, file_name, portable_config, table_lines, to_plain, write_json_and_summary
 
 INTEGRATORS = {"tsit5": Tsit5(), "vcab3": VCAB3(), "vcabm3": VCABM3()}
 
@@ -152,15 +152,16 @@ def render_markdown(result: dict) -> str:
         + "; ".join(f"{c['cell']}: {c['max_steps']}" for c in result["cases"])
         + ") is reported as such (outcome column).",
         "",
-        "| cell | tol | integrator | integrator tolerances (rtol, atol) | NFE | steps | outcome | batch residual | ms | NFE / reference | time / reference |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for case in result["cases"]:
-        for r in case["rows"]:
-            lines.append(f"| {case['cell']} | {case['tol']:g} | {r['integrator']} | {r['ode_tolerances']} "
-                         f"({r['ode_rtol']:g}, {r['ode_atol']:g}) | {r['nfe']} | "
-                         f"{r['steps']} | {r['outcome']} | {r['batch_residual']:.4f} | {1e3 * r['seconds']:.1f} | "
-                         f"{r['nfe_vs_reference']:.2f} | {r['seconds_vs_reference']:.2f} |")
+    lines += table_lines(
+        ["cell", "tol", "integrator", "integrator tolerances (rtol, atol)", "NFE", "steps", "outcome", "batch residual",
+         "ms", "NFE / reference", "time / reference"],
+        [[case["cell"], f"{case['tol']:g}", r["integrator"],
+          f"{r['ode_tolerances']} ({r['ode_rtol']:g}, {r['ode_atol']:g})", r["nfe"], r["steps"], r["outcome"],
+          f"{r['batch_residual']:.4f}", f"{1e3 * r['seconds']:.1f}", f"{r['nfe_vs_reference']:.2f}",
+          f"{r['seconds_vs_reference']:.2f}"]
+         for case in result["cases"] for r in case["rows"]],
+        "llllrrlrrrr")
     lines.append("")
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from models.mnist_deq import VARIANTS
 from train.exp_mnist_deq import LAMBDA_SKIP, PAPER, PAPER_JR
 
 from train._checkpoint import atomic_write_bytes
+from train._results import table_lines
 
 
 def _fmt(v, spec):
@@ -79,8 +80,7 @@ def seeded_paper_table(seeded, weight) -> str:
     plain, jr = f"continuous{SEEDED}", f"continuous_jr{SEEDED}"
     head = ["model", "seeds (no JR / JR)", "test % (no JR / JR)", "test NFE (no JR / JR)",
             "NFE ratio vanilla/variant (no JR / JR)", "train min (no JR / JR)", "predict s/batch (no JR / JR)"]
-    out = [f"\n**continuous, λ_skip = {weight:g}** (groups `{plain}`, `{jr}`; mean over seeds, paper in parentheses)\n",
-           "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    rows = []
     for m in VARIANTS:
         cells = {k: [] for k in head[1:]}
         for g, paper_src in ((plain, PAPER), (jr, PAPER_JR)):
@@ -100,7 +100,9 @@ def seeded_paper_table(seeded, weight) -> str:
             cells[head[4]].append(f"{_pm(ratio, '{:.2f}') if ratio else '–'} ({pbase['test_nfe'] / paper['test_nfe']:.2f})")
             cells[head[5]].append(f"{mean('train_time_s', '{:.1f}', 1 / 60)} ({paper['train_time_s'] / 60:.2f})")
             cells[head[6]].append(f"{mean('predict_s_per_batch', '{:.4f}')} ({paper['predict_s_per_batch']:.3f})")
-        out.append("| " + " | ".join([names[m]] + [" / ".join(v) for v in cells.values()]) + " |")
+        rows.append([names[m]] + [" / ".join(v) for v in cells.values()])
+    out = [f"\n**continuous, λ_skip = {weight:g}** (groups `{plain}`, `{jr}`; mean over seeds, paper in parentheses)\n",
+           *table_lines(head, rows)]
     return "\n".join(out) + "\n"
 
 
@@ -111,7 +113,7 @@ def seeded_table(seeded, share) -> str:
     head = ["group", "model", "λ_skip", "seeds", "test %", "Δ acc vs vanilla (pt)", "test NFE / batch of 32",
             "NFE ratio vanilla/variant", "active units at z*", "‖relu(W₁z*+b₁)‖ / ‖z*‖", "train min",
             "predict s/batch"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    rows = []
     for g, runs in seeded.items():
         keys = sorted({(m, w) for m, w, _ in runs}, key=lambda k: (VARIANTS.index(k[0]), k[1] or 0))
         for m, w in keys:
@@ -127,7 +129,7 @@ def seeded_table(seeded, share) -> str:
             stems = {sd: f"{g}/{Path(r['config']['run_name']).name}" for sd, r in done.items()}
             active = [share[stems[sd]]["active"] for sd in done if stems[sd] in share]
             frac = [share[stems[sd]]["share"] for sd in done if stems[sd] in share]
-            lines.append("| " + " | ".join([
+            rows.append([
                 g, m, "–" if w is None else f"{w:g}", _seeds_cell(runs, m, w, done),
                 _pm(acc, "{:.2f}"), _pm(dacc, "{:+.2f}") if m != "deq" else "–",
                 _pm([sm[sd]["test_nfe"] for sd in done], "{:.1f}"),
@@ -135,8 +137,8 @@ def seeded_table(seeded, share) -> str:
                 _pm(active, "{:.3f}"), _pm(frac, "{:.3f}"),
                 _pm([sm[sd]["train_time_s"] / 60 for sd in done], "{:.1f}"),
                 _pm([sm[sd]["predict_s_per_batch"] for sd in done], "{:.4f}"),
-            ]) + " |")
-    return "\n".join(lines) + "\n"
+            ])
+    return "\n".join(table_lines(head, rows)) + "\n"
 
 
 def tradeoff_table(seeded, share) -> str:
@@ -146,10 +148,9 @@ def tradeoff_table(seeded, share) -> str:
     plain, jr = f"continuous{SEEDED}", f"continuous_jr{SEEDED}"
     head = ["model", "λ_skip", "seeds (no JR / JR)", "NFE ratio vanilla/variant (no JR / JR)",
             "Δ acc vs vanilla, pt (no JR / JR)", "‖relu(W₁z*+b₁)‖ / ‖z*‖ (no JR / JR)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     vanilla = [_pm([share[k]["share"] for k in share if k.startswith(f"{g}/deq_seed")], "{:.3f}")
                for g in (plain, jr)]
-    lines.append("| vanilla DEQ | – | – | 1 / 1 | 0 / 0 | " + " / ".join(vanilla) + " |")
+    rows = [["vanilla DEQ", "–", "–", "1 / 1", "0 / 0", " / ".join(vanilla)]]
     weights = sorted({k[1] for runs in seeded.values() for k in runs if k[1] is not None})
     for m in VARIANTS[1:]:
         for w in weights:
@@ -167,8 +168,8 @@ def tradeoff_table(seeded, share) -> str:
                 stems = [f"{g}/{Path(r['config']['run_name']).name}" for r in done.values()]
                 cells[3].append(_pm([share[k]["share"] for k in stems if k in share], "{:.3f}"))
             if any(c != "–" for c in cells[0]):
-                lines.append("| " + " | ".join([m, f"{w:g}"] + [" / ".join(c) for c in cells]) + " |")
-    return "\n".join(lines) + "\n"
+                rows.append([m, f"{w:g}"] + [" / ".join(c) for c in cells])
+    return "\n".join(table_lines(head, rows)) + "\n"
 
 
 def _solver_label(config) -> str:
@@ -191,7 +192,7 @@ def paper_table(groups, suffix="_25ep") -> str:
         out.append(f"\n**{solver}** (groups `{plain}`, `{jr}`; ours, paper in parentheses where it reports this solver)\n")
         head = ["model", "test % (no JR / JR)", "test NFE (no JR / JR)", "NFE ratio vanilla/variant (no JR / JR)",
                 "train min (no JR / JR)", "predict s/batch (no JR / JR)"]
-        out += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        rows = []
         for m in VARIANTS:
             cells = {k: [] for k in head[1:]}
             for g, paper_src in ((plain, PAPER), (jr, PAPER_JR)):
@@ -213,14 +214,15 @@ def paper_table(groups, suffix="_25ep") -> str:
                 cells[head[4]].append(both(s.get("train_time_s"), paper and paper["train_time_s"], "{:.1f}", 1 / 60))
                 cells[head[5]].append(both(s.get("predict_s_per_batch"), paper and paper["predict_s_per_batch"],
                                            "{:.3f}"))
-            out.append("| " + " | ".join([names[m]] + [" / ".join(v) for v in cells.values()]) + " |")
+            rows.append([names[m]] + [" / ".join(v) for v in cells.values()])
+        out += table_lines(head, rows)
     return "\n".join(out) + "\n"
 
 
 def table(groups) -> str:
     head = ["group", "solver", "JR", "train images × epochs", "model", "test acc %", "Δ acc vs deq (pt)", "test NFE",
             "NFE ratio deq/variant", "train time min", "predict s/batch"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    rows = []
     for g, runs in groups.items():
         base = runs.get("deq")
         for m in VARIANTS:
@@ -243,7 +245,7 @@ def table(groups) -> str:
             pdacc = None if not paper else paper["test_acc"] - pb["test_acc"]
             ratio = None if not bs else bs["test_nfe"] / s["test_nfe"]
             pratio = None if not paper else pb["test_nfe"] / paper["test_nfe"]
-            lines.append("| " + " | ".join([
+            rows.append([
                 g, _solver_label(c), "yes" if c["jacobian_reg"] else "no",
                 f"{r['data']['train_items']:,} × {s['epochs']:g}", m + ("" if r.get("complete") else " (incomplete)"),
                 cell("test_acc", "{:.2f}"),
@@ -252,8 +254,8 @@ def table(groups) -> str:
                 _fmt(ratio, "{:.2f}") + ("" if pratio is None else f" ({pratio:.2f})"),
                 cell("train_time_s", "{:.2f}", 1 / 60),
                 cell("predict_s_per_batch", "{:.3f}"),
-            ]) + " |")
-    return "\n".join(lines) + "\n"
+            ])
+    return "\n".join(table_lines(head, rows)) + "\n"
 
 
 def plot(groups, path):

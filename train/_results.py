@@ -33,7 +33,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -271,6 +271,33 @@ def format_cell(value, spec: str, missing: str = "–") -> str:
     return spec.format(value) if "{" in spec else format(value, spec)
 
 
+_ALIGN = {"l": "---", "r": "---:"}
+
+
+def table_lines(header: Sequence[str], rows: Iterable[Sequence[object]],
+                align: str | Sequence[str] | None = None) -> list[str]:
+    """A Markdown table as lines: ``header``, the separator, one line per row. ``align`` is one
+    letter per column, "l" (left, the default) or "r" (right), e.g. "lrl". Cells are written with
+    ``str`` (format numbers first, e.g. with :func:`format_cell`); an empty cell is written "| |",
+    as the committed tables have it."""
+    letters = ["l"] * len(header) if align is None else list(align)
+    unknown = [a for a in letters if a not in _ALIGN]
+    if unknown:
+        raise ValueError(f"unknown alignment {unknown[0]!r} (expected 'l' or 'r')")
+    if len(letters) != len(header):
+        raise ValueError(f"align has {len(letters)} letter(s) for {len(header)} column(s)")
+
+    def line(cells) -> str:
+        return "|" + "|".join(f" {c} " if c != "" else " " for c in map(str, cells)) + "|"
+
+    lines = [line(header), "|" + "|".join(_ALIGN[a] for a in letters) + "|"]
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"row {i} has {len(row)} cell(s), the header {len(header)}")
+        lines.append(line(row))
+    return lines
+
+
 def _label(run: dict) -> str:
     """The model, with the regularizer weights the run overrode and Jacobian regularization, so runs
     of one model at several weights stay apart in the tables."""
@@ -294,7 +321,7 @@ def markdown_table(runs: list[dict], *, order: Iterable[str] | None = None) -> s
         return "_no runs_\n"
     runs = _ordered(runs, order)
     header = ["model", "seed", "epochs", *[h for _, h, _ in COLUMNS], *[h for _, h in RATIOS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    rows = []
     for r in runs:
         s = r.get("summary") or {}
         paper = r.get("paper") or {}
@@ -317,10 +344,10 @@ def markdown_table(runs: list[dict], *, order: Iterable[str] | None = None) -> s
             if pb is not None and pv:
                 cell += f" ({pb / pv:.2f})"
             cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     notes = ["", "Numbers in parentheses are the paper's. Ratios are baseline / variant (above 1: the "
              "variant is cheaper), computed between runs of the same script and seed."]
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(table_lines(header, rows) + notes) + "\n"
 
 
 def median_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str:
@@ -340,7 +367,7 @@ def median_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str
         return statistics.median(values) if values else None
 
     header = ["model", "runs (seeds)", *[h for _, h, _ in COLUMNS], *[h for _, h in RATIOS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    rows = []
     for (script, model), group in groups.items():
         base = next((g for (sc, _), g in groups.items() if sc == script and g[0].get("model") == group[0].get("baseline")
                      and _jr(g[0]) == _jr(group[0]) and not (g[0].get("config") or {}).get("reg_weights")), None)
@@ -349,8 +376,8 @@ def median_table(runs: list[dict], *, order: Iterable[str] | None = None) -> str
         for key, _ in RATIOS:
             b, v = (med(base, key) if base else None), med(group, key)
             cells.append(format_cell(b / v if b is not None and v else None, "{:.2f}"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return "\n".join(table_lines(header, rows)) + "\n"
 
 
 def _paper_of(run: dict | None) -> dict | None:

@@ -507,7 +507,7 @@ def table_markdown(runs: list[dict]) -> str:
     rank = {m: i for i, m in enumerate(model_names())}
     runs.sort(key=lambda r: (_row_order(r["config"]), rank.get(r.get("model"), 99), r.get("seed", 0)))
     head = ["model", "solver", *[h for _, h, _ in TABLE_COLUMNS], *[f"{h} ratio" for _, h in TABLE_RATIOS]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    rows = []
     for r in runs:
         s, paper, cfg = r.get("summary") or {}, r.get("paper") or {}, r["config"]
         solver = "–" if r["model"] == "node" else _solve_label(cfg)
@@ -526,7 +526,7 @@ def table_markdown(runs: list[dict]) -> str:
             if pb and paper.get(key):
                 cell += f" ({pb / paper[key]:.2f})"
             cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     paper_run = PRESETS["paper"]
     notes = [
         "",
@@ -540,7 +540,7 @@ def table_markdown(runs: list[dict]) -> str:
         "vanilla DEQ). "
         "CIFAR-10 is decoded from JPEG here.",
     ]
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(_results.table_lines(head, rows) + notes) + "\n"
 
 
 def write_table(folder) -> tuple:

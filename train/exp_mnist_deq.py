@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from train._results import table_lines
 from train._trainer import Constant, WeightSchedule
 
 # The paper's MNIST FC table (Pal et al. 2022, "Mixing Implicit and Explicit Deep Learning with Skip
@@ -170,13 +171,16 @@ def implicit_share(path: str | os.PathLike, *, data_dir=None, batch_size: int = 
     }
 
 
-SHARE_HEAD = ("| run | active units at z* | ‖relu(W₁z*+b₁)‖ / ‖z*‖ | start residual (median over batches) | "
-              "batches starting below tol | test NFE |\n|---|---|---|---|---|---|")
+SHARE_COLUMNS = ("run", "active units at z*", "‖relu(W₁z*+b₁)‖ / ‖z*‖",
+                 "start residual (median over batches)", "batches starting below tol", "test NFE")
+SHARE_HEAD = "\n".join(table_lines(SHARE_COLUMNS, []))
 
 
 def share_row(r: dict) -> str:
-    return (f"| {r['run']} | {r['active']:.3f} | {r['share']:.3f} | {r['start_median']:.2e} | "
-            f"{r['start_below_tol']:.2f} (tol {r['tol']:g}) | {r['nfe']:.1f} |")
+    # one line at a time: share prints each checkpoint's row as soon as it is measured
+    cells = [r["run"], f"{r['active']:.3f}", f"{r['share']:.3f}", f"{r['start_median']:.2e}",
+             f"{r['start_below_tol']:.2f} (tol {r['tol']:g})", f"{r['nfe']:.1f}"]
+    return table_lines(SHARE_COLUMNS, [cells])[-1]
 
 
 PROBE_TOL = 0.005
@@ -259,9 +263,9 @@ def probe_markdown(folders, *, data_dir=None, n_images: int = PROBE_IMAGES, sett
              f"Tsit5, rtol = {PROBE_TOL} for the integrator and the test, at most {max_steps} steps; first "
              f"{len(images)} test images in batches of {PROBE_BATCH} (the training batch). NFE: mean forward f "
              "evaluations per batch (6 per Tsit5 step). failed: solves that hit max_steps. worst residual: largest "
-             "per-sample relative residual seen.", "",
-             "| model | test | integrator atol | NFE/batch | failed | accuracy % | worst residual |",
-             "|---|---|---|---|---|---|---|"]
+             "per-sample relative residual seen.", ""]
+    head = ["model", "test", "integrator atol", "NFE/batch", "failed", "accuracy %", "worst residual"]
+    rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -269,12 +273,12 @@ def probe_markdown(folders, *, data_dir=None, n_images: int = PROBE_IMAGES, sett
             m.eval()
             for test_name, ode_atol, nfe, failed, n, acc, worst in steady_state_probe(
                     m, images, labels, settings=settings, max_steps=max_steps):
-                lines.append(f"| {name} | {test_name} | {ode_atol:g} | {nfe:.1f} | {failed}/{n} | {acc:.2f} | "
-                             f"{worst:.4f} |")
-                log(lines[-1])
+                rows.append([name, test_name, f"{ode_atol:g}", f"{nfe:.1f}", f"{failed}/{n}", f"{acc:.2f}",
+                             f"{worst:.4f}"])
+                log(table_lines(head, rows[-1:])[-1])  # each row as it is measured: the probe takes minutes
     finally:
         torch.set_num_threads(threads)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + table_lines(head, rows)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,7 @@ import torch
 
 from train import _checkpoint, _cli, _data, _results
 from train._errors import UserError
-from train._results import format_cell
+from train._results import format_cell, table_lines
 from train._trainer import Constant, EpochwiseExponential, ExponentialAnneal, WeightSchedule
 
 
@@ -293,14 +293,14 @@ def predict_table(records: Path, checkpoints: Path, *, repeats: int = 5, threads
         "Ratio = baseline (same seed) / model. The machine was shared with other jobs, but every model saw "
         "the same conditions.",
         "",
-        "| run | test NFE | predict s/batch (median) | ratio to baseline |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for rec, _ in runs:
         base = f"{rec['baseline']}_seed{rec['seed']}"
         ratio = median[base] / median[rec["name"]] if base in median else None
-        lines.append(f"| {rec['name']} | {statistics.mean(nfe[rec['name']]):.1f} | {median[rec['name']]:.4f} | "
-                     f"{format_cell(ratio, '{:.2f}')} |")
+        rows.append([rec["name"], f"{statistics.mean(nfe[rec['name']]):.1f}", f"{median[rec['name']]:.4f}",
+                     format_cell(ratio, "{:.2f}")])
+    lines += table_lines(["run", "test NFE", "predict s/batch (median)", "ratio to baseline"], rows)
     return "\n".join(lines) + "\n"
 
 
@@ -378,10 +378,11 @@ def table(folder: Path) -> Path:
              "test NFE: mean per test batch of 512; random / first-train NFE: one batch of 512 uniform-random "
              "images / of the first training images after the last epoch (the authors' NFE column); predict s: "
              "median per batch, interleaved in one process (`predict_timing.json`); ratios: the same-seed, "
-             "same-budget node / the row (> 1: cheaper). Train acc is the running accuracy of the last epoch.", "",
-             "| run | model | seed | epochs | train items | train acc % | test acc % | Δ acc pt | train min | "
-             "test NFE | NFE ratio | random NFE | first-train NFE | predict s | predict ratio | paper (test %, NFE) |",
-             "|" + "---|" * 16]
+             "same-budget node / the row (> 1: cheaper). Train acc is the running accuracy of the last epoch.", ""]
+    head = ["run", "model", "seed", "epochs", "train items", "train acc %", "test acc %", "Δ acc pt", "train min",
+            "test NFE", "NFE ratio", "random NFE", "first-train NFE", "predict s", "predict ratio",
+            "paper (test %, NFE)"]
+    rows = []
     order = ["node", "ernode", "srnode", "steer", "taynode"]
     for rec in sorted(recs.values(), key=lambda r: (r["seed"], order.index(r["model"]) if r["model"] in order else 99,
                                                    r["name"])):
@@ -390,7 +391,7 @@ def table(folder: Path) -> Path:
         t = timing.get(rec["name"], {}).get("median_s")
         tb = timing.get(base["name"], {}).get("median_s") if base else None
         paper = PAPER.get(rec["model"])
-        lines.append("| " + " | ".join([
+        rows.append([
             rec["name"], rec["model"], str(rec["seed"]), f"{s['epochs']:g}", str(rec["data"]["train_items"]),
             format_cell(s["train_acc"], "{:.2f}"), format_cell(s["test_acc"], "{:.2f}"),
             format_cell(s["test_acc"] - base["summary"]["test_acc"] if base else None, "{:+.2f}"),
@@ -399,7 +400,8 @@ def table(folder: Path) -> Path:
             format_cell(probes.get("nfe_random"), "{:.0f}"), format_cell(probes.get("nfe_train_first"), "{:.0f}"),
             format_cell(t, "{:.3f}"), format_cell(tb / t if (t and tb) else None, "{:.2f}"),
             f"{paper['test_acc']}, {paper['test_nfe']:g}" if paper else "–",
-        ]) + " |")
+        ])
+    lines += table_lines(head, rows)
     path = folder / "table.md"
     _results.atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
