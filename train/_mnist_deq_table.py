@@ -18,7 +18,7 @@ from models.mnist_deq import VARIANTS
 from train.exp_mnist_deq import LAMBDA_SKIP, PAPER, PAPER_JR
 
 from train._checkpoint import atomic_write_bytes
-from train._results import table_lines
+from train._results import plot_group_bars, table_lines
 
 
 def _fmt(v, spec):
@@ -258,31 +258,6 @@ def table(groups) -> str:
     return "\n".join(table_lines(head, rows)) + "\n"
 
 
-def plot(groups, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(groups)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    width = 0.8 / len(VARIANTS)
-    for i, m in enumerate(VARIANTS):
-        xs = [k + i * width for k in range(len(names))]
-        axes[0].bar(xs, [groups[g].get(m, {}).get("summary", {}).get("test_nfe", 0) for g in names], width, label=m)
-        axes[1].bar(xs, [groups[g].get(m, {}).get("summary", {}).get("test_acc", 0) for g in names], width, label=m)
-    for ax, title in zip(axes, ("test NFE per batch of 1000", "test accuracy %")):
-        ax.set_xticks([k + width for k in range(len(names))], names, rotation=20, fontsize=8)
-        ax.set_title(title)
-        ax.grid(alpha=0.3, axis="y")
-    axes[0].set_yscale("log")
-    axes[1].set_ylim(80, 100)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write(folder: str | Path, names: Iterable[str]) -> Path:
     """Write ``folder/table.md`` and ``folder/nfe.png`` from the records of the groups ``names``."""
     folder = Path(folder)
@@ -312,5 +287,5 @@ def write(folder: str | Path, names: Iterable[str]) -> Path:
             + "\n## Every group\n\n" + table(groups))
     md = folder / "table.md"
     atomic_write_bytes(md, text.encode())
-    plot(groups, folder / "nfe.png")
+    plot_group_bars(groups, VARIANTS, folder / "nfe.png")
     return md

@@ -437,6 +437,35 @@ def plot_curves(runs: list[dict], path: str | os.PathLike, *, order: Iterable[st
     plt.close(fig)
 
 
+def plot_group_bars(groups: Mapping[str, Mapping[str, dict]], variants: Iterable[str],
+                    path: str | os.PathLike) -> None:
+    """Test NFE (log scale) and test accuracy at the end of each run as bars: one cluster per group
+    of runs (``groups[name][variant]`` is a record), one bar per variant, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, variants = list(groups), list(variants)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(variants)
+    for i, m in enumerate(variants):
+        xs = [k + i * width for k in range(len(names))]
+        axes[0].bar(xs, [groups[g].get(m, {}).get("summary", {}).get("test_nfe", 0) for g in names], width, label=m)
+        axes[1].bar(xs, [groups[g].get(m, {}).get("summary", {}).get("test_acc", 0) for g in names], width, label=m)
+    for ax, title in zip(axes, ("test NFE per batch of 1000", "test accuracy %")):
+        ax.set_xticks([k + width for k in range(len(names))], names, rotation=20, fontsize=8)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(80, 100)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(folder: str | os.PathLike, *, order: Iterable[str] | None = None, title: str | None = None) -> tuple[Path, Path]:
     """Write ``table.md`` and ``curves.png`` into ``folder`` from its run records."""
     folder = Path(folder)
