@@ -11,8 +11,8 @@ each solved continuously (dz/dt = f(z, x) − z integrated by ``integrator``, by
 VCAB3, until the relative residual is below ``tol``: by default of the batch as one vector, the
 continuous-DEQ papers' test; ``stopping_test="per_sample"`` asks it of every sample) or
 discretely (``"newton"``: Newton–Krylov, or ``"broyden"``), optionally with Jacobian regularization.
-The model reports the unweighted "skip" and "jacobian" losses; the training script weights them
-(paper: λ_skip = 0.01, λ_jac = 1.0; the authors' MNIST FC script: λ_skip = 5). The weight trades
+The model reports the unweighted "skip" and "jacobian" losses; the experiment weights them (the
+paper's and the authors' λ are in ``train.exp_mnist_deq``). The weight trades
 implicitness for NFE: training can switch the implicit term off (W₁z* + b₁ < 0 in every unit, so
 f(z*, x) = f(0, x)) and the solve becomes trivial; how much of z* the implicit term still carries
 at each weight is measured in results/mnist_deq/README.md (``python -m train.exp_mnist_deq share``).

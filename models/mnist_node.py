@@ -16,7 +16,7 @@ R_E and R_S of every solve are also in ``metrics`` (as plain numbers) so vanilla
 
 How the solve and the regularizers are set up (every option a config field):
 
-* ``rtol``/``atol`` (default 1e-5). The authors solved at 1.4e-8 in Float32, and that works here
+* ``rtol``/``atol`` (default 1e-5). The authors' much tighter tolerance in Float32 works here
   too: the embedded error estimate is a combination of stages times h, not a difference of two
   rounded solutions, so it does not drown in rounding noise (`train/exp_mnist_node.py` holds
   the measurements and the authors' settings with their sources).

@@ -6,10 +6,11 @@ coefficient per state entry), Itô, with step-doubling adaptive steps starting f
 the whole interval. Variants:
 
 * ``nsde``    no regularizer
-* ``ernsde``  reports ``regularizers["error"]``     = R_E = Σ_j E_j |h_j|  (paper: λ_E = 10)
-* ``srnsde``  reports ``regularizers["stiffness"]`` = R_S = Σ_j S_j |h_j|  (paper: λ_S = 0.1)
+* ``ernsde``  reports ``regularizers["error"]``     = R_E = Σ_j E_j |h_j|
+* ``srnsde``  reports ``regularizers["stiffness"]`` = R_S = Σ_j S_j |h_j|
 
-Each variant reports only its own regularizer, unweighted; the training script owns λ. R_E and
+Each variant reports only its own regularizer, unweighted; the experiment owns λ (the paper's and
+the authors' are in ``train.exp_mnist_nsde``). R_E and
 R_S of every solve are also in ``metrics`` for the log. In eval mode the batch is repeated for
 ``eval_trajectories`` independent Brownian paths, solved as one batch (one step sequence), and
 the logits are averaged over the trajectories.
@@ -21,7 +22,7 @@ Solvers (``scheme``):
   authors' solvers. ``step_path="initial"`` differentiates the initial step as the authors' Tracker
   gradient does; ``dt0`` is then unused.
 * ``"milstein"`` (default), ``"srk"``, ``"euler"``: torchsde's schemes with step doubling from one
-  step of ``dt0`` over the whole interval. With step doubling at the authors' tolerance 0.14 SRK
+  step of ``dt0`` over the whole interval. With step doubling at the authors' tolerance SRK
   crosses [0, 1] in a single step from initialisation on, leaving no cost for a regularizer to cut,
   so these default to Milstein at rtol = atol = 0.01.
 
