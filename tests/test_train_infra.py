@@ -510,3 +510,18 @@ def test_a_benchmark_config_names_its_file_wherever_it_was_written(tmp_path):
                               "note": "kept", "repeats": 5})
     assert config == {"out": "<ode.json>", "inside": "results/bench", "note": "kept", "repeats": 5}
     assert file_name(config["out"]) == file_name("results/bench/ode.json") == "ode.json"
+
+
+def test_a_measurement_finds_the_data_its_records_name_or_is_told(tmp_path, monkeypatch):
+    # records keep the data folder relative to the repository, or only as <name> when it was outside
+    from train._errors import UserError
+    from train._results import REPO_ROOT
+
+    monkeypatch.delenv(_data.ENV_VAR, raising=False)
+    assert _data.recorded_data_dir("<data>", tmp_path) == str(tmp_path)  # --data-dir wins
+    monkeypatch.chdir(tmp_path)  # a path relative to the repository is found from anywhere
+    assert Path(_data.recorded_data_dir("results")) == REPO_ROOT / "results"
+    with pytest.raises(UserError, match=r"names the data folder '<data>', which is not here: pass --data-dir"):
+        _data.recorded_data_dir("<data>")
+    monkeypatch.setenv(_data.ENV_VAR, str(tmp_path))
+    assert _data.recorded_data_dir("<data>") == str(tmp_path)

@@ -79,6 +79,22 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path("data")
 
 
+def recorded_data_dir(recorded: str | None, given: str | os.PathLike | None = None) -> str:
+    """The data folder for a measurement on a run's checkpoint: ``given`` (--data-dir) if any, else
+    the folder the run's record names when it is here (records keep it relative to the repository,
+    or only as ``<name>`` when it was outside it), else ``$IMPLICIT_DATA``."""
+    if given is not None and str(given) != "":
+        return str(given)
+    repo = Path(__file__).resolve().parents[1]
+    for candidate in (Path(recorded), repo / recorded) if recorded else ():
+        if candidate.is_dir():
+            return str(candidate)
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    raise UserError(f"the run's record names the data folder {recorded!r}, which is not here: pass --data-dir "
+                    f"with the folder that holds the data set, or set ${ENV_VAR}")
+
+
 @dataclass(frozen=True, eq=False)
 class InMemoryDataset:
     """Normalized images ``x`` (N, C, H, W) float32 and labels ``y`` (N,) int64 on the CPU.

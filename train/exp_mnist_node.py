@@ -223,15 +223,7 @@ def _trained_models(folder: Path, checkpoints: Path | None) -> list[tuple[dict, 
 
 
 def _test_set(cfg: dict, data_dir: str | None, *, limit: int | None):
-    if data_dir is None:
-        # records keep the data folder only as a path relative to the repository (or its name)
-        data_dir = cfg["data_dir"]
-        if not (Path(data_dir).is_dir() or (_results.REPO_ROOT / data_dir).is_dir()):
-            raise UserError(f"the runs' record names the data folder {data_dir!r}, which is not here: "
-                            "pass --data-dir with the folder that holds MNIST/")
-        if not Path(data_dir).is_dir():
-            data_dir = str(_results.REPO_ROOT / data_dir)
-    return _data.load("mnist", data_dir, train=False, limit=limit,
+    return _data.load("mnist", _data.recorded_data_dir(cfg.get("data_dir"), data_dir), train=False, limit=limit,
                       normalize=cfg.get("inputs", "normalized") != "unit")
 
 

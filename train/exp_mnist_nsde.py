@@ -239,7 +239,8 @@ def _model_from_checkpoint(record: dict, checkpoint: Path):
     return model.eval()
 
 
-def measure_prediction(folder: Path, checkpoints: list[Path], *, batches: int, repeats: int, seed: int = 0) -> dict:
+def measure_prediction(folder: Path, checkpoints: list[Path], *, batches: int, repeats: int, seed: int = 0,
+                       data_dir: str | None = None) -> dict:
     """Test prediction seconds of every run's final model on the same test batches (512 images, 10
     trajectories each, as the records' evaluation), interleaved: each repeat times every model once per
     batch in turn, so load from other processes hits all of them alike. Medians over repeats."""
@@ -261,7 +262,8 @@ def measure_prediction(folder: Path, checkpoints: list[Path], *, batches: int, r
 
         raise UserError(f"no complete runs of {str(folder)!r} with checkpoints under "
                         f"{', '.join(repr(str(c)) for c in checkpoints)}")
-    test = _data.load("mnist", records[next(iter(found))]["config"].get("data_dir"), train=False, normalize=False)
+    recorded = records[next(iter(found))]["config"].get("data_dir")
+    test = _data.load("mnist", _data.recorded_data_dir(recorded, data_dir), train=False, normalize=False)
     bs = 512
     xs = [test.x[i * bs:(i + 1) * bs] for i in range(batches)]
     times, nfe = time_interleaved(
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--batches", type=int, default=5)
     m.add_argument("--repeats", type=int, default=3)
     m.add_argument("--note", default="", help="what else ran on the machine")
+    m.add_argument("--data-dir", default=None, help="folder holding MNIST/raw (default: the one the records name "
+                                                    "when it is here, else $IMPLICIT_DATA)")
     r = sub.add_parser("readme", help="the run table inside results/mnist_nsde/README.md")
     r.add_argument("--folder", type=Path, default=Path("results/mnist_nsde"))
     args = p.parse_args(argv)
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             result = measure_prediction(args.folder, args.checkpoints or [args.folder / "checkpoints"],
-                                        batches=args.batches, repeats=args.repeats)
+                                        batches=args.batches, repeats=args.repeats, data_dir=args.data_dir)
         except UserError as e:
             p.error(str(e))
         result["environment"] = environment()
