@@ -93,9 +93,25 @@ def test_a_measured_table_without_its_checkpoints_says_so_before_measuring(monke
         assert job.record.parent.as_posix() not in command.split("--out ")[1].split()[0]
 
 
-def test_a_rendered_table_needs_no_checkpoint(records):
-    table = reproduce.TABLES["mnist_longer"]
-    assert reproduce.missing_checkpoints(table, reproduce.jobs(table, root=records), root=records) == ([], [])
+def test_missing_checkpoints_are_told_before_any_training(monkeypatch, tmp_path):
+    # one record missing (it would train) and the finished runs' checkpoints gone: refused before training
+    from train._errors import UserError
+
+    monkeypatch.setattr(reproduce.subprocess, "run", _no_training)
+    table = reproduce.TABLES["mnist_deq_steady_state_probe"]
+    group = "results/mnist_deq/continuous_full10ep_retrained"
+    (tmp_path / group).mkdir(parents=True)
+    for name in ("deq_seed0", "skipdeq_seed0"):
+        shutil.copy(REPO_ROOT / group / f"{name}.json", tmp_path / group)
+    with pytest.raises(UserError, match=r"needs 2 checkpoint\(s\)"):
+        reproduce.reproduce(table, root=tmp_path)
+    # with the two checkpoints in place nothing is missing, and the third run is the one to train
+    every = reproduce.jobs(table, root=tmp_path)
+    for job in every[:2]:
+        (tmp_path / job.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / job.checkpoint).touch()
+    assert reproduce.missing_checkpoints(table, every, root=tmp_path) == ([], [])
+    assert [j.status for j in every] == ["complete", "complete", "missing"]
 
 
 def test_missing_and_unfinished_runs(tmp_path):
@@ -138,8 +154,22 @@ def test_seeds_and_paper_budget_name_their_runs():
 _KNOWN = {("threads", 0), ("progress", None), ("integrator", "vcab3")}
 
 
-# an absolute path as a word of its own: "/work/...", "=/tmp/...", "(/home/..." (a "/" inside a relative path is not one)
-_ABSOLUTE = re.compile(r"(?:^|[\s\"'=(`])/(?:[\w.-]+/)*[\w.-]+")
+# an absolute path starting a word of a string: "/work/...", "--out=/tmp/...", "a:/home/...", a line of
+# its own; a "/" inside a relative path or a formula ("results/bench", "1/2", "max(1, |S|)/10.6") is none
+_ABSOLUTE = re.compile(r"(?:^|(?<=[\s\"'=(`:,])|(?<=file://))/(?:[\w.-]+/)*[\w.-]+", re.M)
+
+
+def _strings(value):
+    """Every string of a decoded JSON value, keys included (escaped newlines and tabs decoded)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
 
 
 def test_committed_records_hold_no_path_of_the_machine_that_wrote_them():
@@ -147,16 +177,22 @@ def test_committed_records_hold_no_path_of_the_machine_that_wrote_them():
     # (train._results.portable_path); the records written before that rule were rewritten by it
     found = {}
     for f in _committed_records():
-        hits = _ABSOLUTE.findall((REPO_ROOT / f).read_text())
+        hits = [h for text in _strings(json.loads((REPO_ROOT / f).read_text())) for h in _ABSOLUTE.findall(text)]
         if hits:
             found[f] = hits[:3]
     assert not found, found
 
 
-def test_the_absolute_path_pattern_finds_what_it_should():
-    assert _ABSOLUTE.findall('"command": "python /work/main/train/mnist.py --out=/tmp/x"')
-    assert _ABSOLUTE.findall('"data_dir": "/data"')
-    assert not _ABSOLUTE.findall('"out": "results/mnist_deq/continuous", "x": "1/2", "d": "<data>"')
+@pytest.mark.parametrize("text", ["python /work/main/train/mnist.py", "--out=/tmp/x", "PATH=a:/home/u/bin",
+                                  "/data", "first line\n/work/x", "a,/root/y", "file:///tmp/z"])
+def test_the_absolute_path_pattern_finds(text):
+    assert _ABSOLUTE.findall(text), text
+
+
+@pytest.mark.parametrize("text", ["results/mnist_deq/continuous", "1/2", "<data>", "max(1, |S|)/10.6",
+                                  "EEst·dt/10.6", "https://example.org"])
+def test_the_absolute_path_pattern_leaves(text):
+    assert not _ABSOLUTE.findall(text), text
 
 
 @pytest.mark.parametrize("table", [t for t in reproduce.TABLES.values() if not t.bench],

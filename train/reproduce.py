@@ -297,7 +297,9 @@ def _tables() -> dict[str, Table]:
         Table(name="mnist_longer", folder="results/mnist/longer", script="train.mnist",
               runs=_models({m: (0,) for m in ("node", "ernode", "srnode")}),
               budget=("--limit-train", "8000", *_MNIST_BUDGET[2:4], "--epochs", "6", *_MNIST_BUDGET[6:]),
-              checkpoints="runs/mnist_bench_checkpoints",
+              # where the records' runs kept them, apart from mnist's: mnist_predict_timing measures
+              # those, and these runs share their names
+              checkpoints="runs/mnist_longer_checkpoints",
               render=_report("mnist, longer budget (8,000 images, 6 epochs; node, ernode, srnode)")),
         Table(name="mnist_predict_timing", folder="results/mnist", markdown="predict_timing.md", script="train.mnist",
               runs=_MNIST_NODE, budget=_MNIST_BUDGET, checkpoints="runs/mnist_bench_checkpoints", paper=None,
@@ -572,6 +574,12 @@ def reproduce(table: Table, *, budget: str = "cpu", seeds: tuple[int, ...] | Non
     every = jobs(table, budget=budget, seeds=seeds, data_dir=data_dir, root=root)
     todo = [j for j in every if j.status != "complete"]
     print(f"{table.name}: {len(every) - len(todo)} run(s) complete, {len(todo)} to run", flush=True)
+    # before any training: a run of hours should not end in a measurement that cannot start
+    missing, retrain = missing_checkpoints(table, every, root=root)
+    if missing and not dry_run:
+        raise UserError(f"the measurement needs {len(missing)} checkpoint(s) that are not here "
+                        f"({', '.join(p.as_posix() for p in missing)}); python -m train.reproduce {table.name} "
+                        f"--dry-run prints the commands that train them again")
     for j in todo:
         command = " ".join(shlex.quote(w) for w in ["python", *j.argv])
         if dry_run:
@@ -584,7 +592,6 @@ def reproduce(table: Table, *, budget: str = "cpu", seeds: tuple[int, ...] | Non
         if result.returncode != 0:
             raise UserError(f"{j.record}: the run exited with {result.returncode} (its log is above); fix and run "
                             f"python -m train.reproduce {table.name} again to continue")
-    missing, retrain = missing_checkpoints(table, every, root=root)
     if dry_run:
         print(f"then {'measure' if table.measured else 'render'} {out_folder(table, budget)}/{table.markdown}"
               + (f" ({table.note})" if table.note else ""))
@@ -593,10 +600,6 @@ def reproduce(table: Table, *, budget: str = "cpu", seeds: tuple[int, ...] | Non
                   f"them again (new records in runs/retrained/, the committed ones stay):")
             print("\n".join(retrain))
         return 0
-    if missing:
-        raise UserError(f"the measurement needs {len(missing)} checkpoint(s) that are not here "
-                        f"({', '.join(p.as_posix() for p in missing)}); python -m train.reproduce {table.name} "
-                        f"--dry-run prints the commands that train them again")
     md = render(table, root=root, budget=budget)
     print(f"wrote {md.relative_to(root) if md.is_relative_to(root) else md}")
     return 0
