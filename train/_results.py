@@ -292,6 +292,7 @@ def table_lines(header: Sequence[str], rows: Iterable[Sequence[object]],
 
     lines = [line(header), "|" + "|".join(_ALIGN[a] for a in letters) + "|"]
     for i, row in enumerate(rows):
+        row = list(row)
         if len(row) != len(header):
             raise ValueError(f"row {i} has {len(row)} cell(s), the header {len(header)}")
         lines.append(line(row))
@@ -451,10 +452,12 @@ def plot_group_bars(groups: Mapping[str, Mapping[str, dict]], variants: Iterable
     width = 0.8 / len(variants)
     for i, m in enumerate(variants):
         xs = [k + i * width for k in range(len(names))]
-        axes[0].bar(xs, [groups[g].get(m, {}).get("summary", {}).get("test_nfe", 0) for g in names], width, label=m)
-        axes[1].bar(xs, [groups[g].get(m, {}).get("summary", {}).get("test_acc", 0) for g in names], width, label=m)
-    for ax, title in zip(axes, ("test NFE per batch of 1000", "test accuracy %")):
-        ax.set_xticks([k + width for k in range(len(names))], names, rotation=20, fontsize=8)
+        summaries = [(groups[g].get(m) or {}).get("summary") or {} for g in names]
+        axes[0].bar(xs, [sm.get("test_nfe") or 0 for sm in summaries], width, label=m)
+        axes[1].bar(xs, [sm.get("test_acc") or 0 for sm in summaries], width, label=m)
+    for ax, title in zip(axes, ("test NFE per test batch", "test accuracy %")):
+        # the tick under the middle of each cluster
+        ax.set_xticks([k + (len(variants) - 1) * width / 2 for k in range(len(names))], names, rotation=20, fontsize=8)
         ax.set_title(title)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_yscale("log")
