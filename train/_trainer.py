@@ -516,6 +516,73 @@ def format_row(row: Mapping, cols) -> str:
     return " ".join(cells)
 
 
+@dataclass
+class _Cursor:
+    step: int
+
+
+def _train_round(ddp_model, train_data: _data.InMemoryDataset, *, loop: LoopConfig, ctx: DistContext,
+                 cursor: _Cursor, round_end: int, spe: int, total: int, weights: Mapping[str, WeightSchedule],
+                 optimizer, scheduler, bar_cls) -> tuple[_Sums, set[str]]:
+    """Optimizer steps from ``cursor.step`` to ``round_end``, advancing the cursor after each; returns
+    this process's sums and the names of the regularizers the model reported. Batches follow (seed,
+    epoch, position), so a round resumed mid-epoch sees the batches the uninterrupted run would have."""
+    step = cursor.step
+    ddp_model.train()
+    sums = _Sums()
+    seen: set[str] = set()
+    bar = bar_cls(total=round_end - step, desc=f"epoch {step / spe:.2f}", leave=False, dynamic_ncols=True) \
+        if bar_cls is not None else None
+    it, it_epoch = None, -1
+    while step < round_end:
+        epoch, b = divmod(step, spe)
+        if epoch != it_epoch:
+            it = _data.batches(train_data, batch_size=loop.batch_size, seed=loop.seed, epoch=epoch, shuffle=True,
+                               rank=ctx.rank, world_size=ctx.world_size, start=b, augment=loop.augment)
+            it_epoch = epoch
+        _sync(ctx.device)
+        t0 = time.perf_counter()
+        x, y = next(it)
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        out, ce, loss_value = _train_step(ddp_model, x, y, weights=weights, progress=step / total,
+                                          optimizer=optimizer, scheduler=scheduler,
+                                          clip_grad_norm=loop.clip_grad_norm)
+        _sync(ctx.device)
+        dt = time.perf_counter() - t0
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"training loss became {loss_value} at step {step} (epoch {epoch}); lower the learning rate, "
+                f"clip gradients (clip_grad_norm), or lower the regularizer weights"
+            )
+        sums.add_step(out, ce, loss_value, y, dt)
+        seen.update(out.regularizers)
+        step += 1
+        cursor.step = step
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", nfe=out.nfe_forward, refresh=False)
+    if bar is not None:
+        bar.close()
+    return sums, seen
+
+
+def _evaluate_round(ddp_model, test_data: _data.InMemoryDataset, *, batch_size: int, ctx: DistContext,
+                    probes) -> tuple[dict, dict | None, float]:
+    """The test pass and the probes (model in eval mode, no grad) after a round, and their seconds."""
+    _sync(ctx.device)
+    t_eval = time.perf_counter()
+    ev = evaluate(ddp_model, test_data, batch_size=batch_size, ctx=ctx)
+    probed = None
+    if probes is not None:
+        plain = _distributed.unwrap_model(ddp_model)
+        plain.eval()
+        with torch.no_grad():
+            probed = dict(probes(plain))
+        plain.train()
+    _sync(ctx.device)
+    return ev, probed, time.perf_counter() - t_eval
+
+
 def fit(
     *,
     model: torch.nn.Module,
@@ -588,6 +655,7 @@ def fit(
                          total=total, spe=spe, eval_every=eval_every, history=history, started=started)
 
     show_bar = _show_progress(loop.progress, ctx)
+    cursor = _Cursor(step)  # advanced step by step inside a round, so a failure record names its step
     warned_missing = False
     cols = None
     rounds_done = len(history)
@@ -598,39 +666,10 @@ def fit(
     try:
         while step < total:
             round_end = min(total, (step // eval_every + 1) * eval_every)
-            ddp_model.train()
-            sums = _Sums()
-            seen: set[str] = set()
-            bar = bar_cls(total=round_end - step, desc=f"epoch {step / spe:.2f}", leave=False, dynamic_ncols=True) if show_bar else None
-            it, it_epoch = None, -1
-            while step < round_end:
-                epoch, b = divmod(step, spe)
-                if epoch != it_epoch:
-                    it = _data.batches(train_data, batch_size=loop.batch_size, seed=loop.seed, epoch=epoch, shuffle=True,
-                                       rank=ctx.rank, world_size=ctx.world_size, start=b, augment=loop.augment)
-                    it_epoch = epoch
-                _sync(ctx.device)
-                t0 = time.perf_counter()
-                x, y = next(it)
-                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-                out, ce, loss_value = _train_step(ddp_model, x, y, weights=weights, progress=step / total,
-                                                  optimizer=optimizer, scheduler=scheduler,
-                                                  clip_grad_norm=loop.clip_grad_norm)
-                _sync(ctx.device)
-                dt = time.perf_counter() - t0
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"training loss became {loss_value} at step {step} (epoch {epoch}); lower the learning rate, "
-                        f"clip gradients (clip_grad_norm), or lower the regularizer weights"
-                    )
-                sums.add_step(out, ce, loss_value, y, dt)
-                seen.update(out.regularizers)
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.3f}", nfe=out.nfe_forward, refresh=False)
-            if bar is not None:
-                bar.close()
+            sums, seen = _train_round(ddp_model, train_data, loop=loop, ctx=ctx, cursor=cursor,
+                                      round_end=round_end, spe=spe, total=total, weights=weights,
+                                      optimizer=optimizer, scheduler=scheduler, bar_cls=bar_cls)
+            step = cursor.step
 
             red = _reduce(sums, ctx)
             train_time += red.seconds
@@ -640,20 +679,9 @@ def fit(
                     say(f"warning: weighted regularizers {never} never appeared in the model's output this round; "
                         f"their weights have no effect")
                 warned_missing = True
-            _sync(ctx.device)
-            t_eval = time.perf_counter()
-            ev = evaluate(ddp_model, test_data, batch_size=eval_bs, ctx=ctx)
-            probed = {}
-            if probes is not None:
-                plain = _distributed.unwrap_model(ddp_model)
-                plain.eval()
-                with torch.no_grad():
-                    probed = dict(probes(plain))
-                plain.train()
-            _sync(ctx.device)
-            eval_s = time.perf_counter() - t_eval
+            ev, probed, eval_s = _evaluate_round(ddp_model, test_data, batch_size=eval_bs, ctx=ctx, probes=probes)
             row = _round_row(red, ev, step=step, spe=spe, total=total, weights=weights, optimizer=optimizer,
-                             probed=probed if probes is not None else None, train_time=train_time, eval_s=eval_s)
+                             probed=probed, train_time=train_time, eval_s=eval_s)
             history.append(row)
             rounds_done += 1
             new_cols = _row_columns(row)
@@ -679,6 +707,7 @@ def fit(
                 say(f"stopped after round {rounds_done} (step {step}/{total}) as asked; continue with --resume")
                 break
     except Exception as e:
+        step = cursor.step
         # the record says how the run ended, next to the last finished epoch it keeps (the checkpoint
         # of that epoch stays too); without this a diverged run looks like one still in progress
         record["failure"] = {"rank": ctx.rank, "world_size": ctx.world_size, "step": step, "epoch": step / spe,
