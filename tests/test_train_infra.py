@@ -525,3 +525,17 @@ def test_a_measurement_finds_the_data_its_records_name_or_is_told(tmp_path, monk
         _data.recorded_data_dir("<data>")
     monkeypatch.setenv(_data.ENV_VAR, str(tmp_path))
     assert _data.recorded_data_dir("<data>") == str(tmp_path)
+
+
+def test_a_config_record_reads_its_own_fields_first():
+    # base-class fields (train._run.RunOptions) come after the script's own, as in records before that base
+    from train import cifar, mnist
+    from train._run import RunOptions
+
+    for config in (mnist.parse_config(["--model", "ernode"]), cifar.parse_config([])):
+        keys = list(_results.to_plain(config))
+        assert keys[0] == "model" and sorted(keys) == sorted(f for f in config.__dataclass_fields__)
+        run_fields = [f for f in RunOptions.__dataclass_fields__ if f != "out"]  # out: redeclared by each script
+        assert keys[-len(run_fields):] == run_fields
+    assert list(_results.to_plain(_trainer.LoopConfig(batch_size=2, epochs=1))) == \
+        list(_trainer.LoopConfig.__dataclass_fields__)  # no base: declaration order

@@ -208,13 +208,25 @@ def portable_text(text: str) -> str:
 # --- records ------------------------------------------------------------------------------
 
 
+def _field_order(cls: type) -> list[str]:
+    """A dataclass's field names, those its own class declares first, then its bases' (a config
+    extending train._run.RunOptions reads model first, as the records did before that base)."""
+    import dataclasses
+
+    place = {}
+    for level, klass in enumerate(cls.__mro__):
+        for i, name in enumerate(klass.__dict__.get("__annotations__", {})):
+            place.setdefault(name, (level, i))
+    return sorted((f.name for f in dataclasses.fields(cls)), key=lambda n: place.get(n, (len(cls.__mro__), 0)))
+
+
 def to_plain(obj: Any) -> Any:
     """Config values as JSON types (Paths and enums become strings, tuples lists)."""
     import dataclasses
     import enum
 
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: to_plain(getattr(obj, name)) for name in _field_order(type(obj))}
     if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
