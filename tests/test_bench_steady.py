@@ -6,6 +6,7 @@ import pytest
 
 from implicit.deq import SteadyState
 from train import _bench_steady
+from train._results import write_json_and_summary
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -34,7 +35,7 @@ def test_quick_run_reports_each_integrator_with_its_own_calls_and_the_tests_it_p
                      max_steps=max_steps, ode_rtol=r["ode_rtol"], ode_atol=r["ode_atol"]).solve(
         f, torch.zeros(cfg.batch, *shape)).stats
     assert st.nfe == r["nfe"]
-    _bench_steady.write(result, cfg.out)
+    write_json_and_summary(cfg.out, result, _bench_steady.render_markdown(result))
     md = cfg.out.with_suffix(".md").read_text()
     assert md.count("| MNIST FC, init |") == len(rows)
     assert "/tmp" not in cfg.out.read_text() and str(tmp_path) not in cfg.out.read_text()

@@ -34,8 +34,7 @@ from implicit.deq._root import Evaluator, norms
 from models.mnist_deq import FCCell
 from train import _cli
 from train._bench_deq import ConvBlock
-from train._results import (environment, file_name, format_cell, portable_config, table_lines, to_plain,
-                            write_json_and_summary)
+from train._results import benchmark_main, environment, file_name, format_cell, portable_config, table_lines, to_plain
 
 FORMAT = "implicit-bench-jvp"
 VERSION = 1
@@ -384,10 +383,6 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write(result: dict, out: Path) -> None:
-    write_json_and_summary(out, result, render_markdown(result))
-
-
 def parse(argv: list[str] | None) -> Config:
     p = _cli.ArgumentParser(prog="python -m train.bench jvp", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="JSON file (a .md summary is written beside it)")
@@ -409,7 +404,4 @@ def parse(argv: list[str] | None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse(argv)
-    write(run(cfg), cfg.out)
-    print(f"wrote {cfg.out} and {cfg.out.with_suffix('.md')}")
-    return 0
+    return benchmark_main(argv, parse=parse, run=run, render=render_markdown)

@@ -25,8 +25,7 @@ from torch import nn
 
 from implicit.ode import Dopri5, Tsit5, odeint
 from models.mnist_node import ODEFunc
-from train._results import (environment, file_name, format_cell, portable_config, table_lines, to_plain,
-                            write_json_and_summary)
+from train._results import benchmark_main, environment, file_name, format_cell, portable_config, table_lines, to_plain
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -266,10 +265,6 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write(result: dict, out: Path) -> None:
-    write_json_and_summary(out, result, render_markdown(result))
-
-
 def parse(argv: list[str] | None) -> Config:
     p = argparse.ArgumentParser(prog="python -m train.bench ode", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="JSON file (a .md summary is written beside it)")
@@ -292,8 +287,4 @@ def parse(argv: list[str] | None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse(argv)
-    result = run(cfg)
-    write(result, cfg.out)
-    print(f"wrote {cfg.out} and {cfg.out.with_suffix('.md')}")
-    return 0
+    return benchmark_main(argv, parse=parse, run=run, render=render_markdown)

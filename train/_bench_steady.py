@@ -26,7 +26,7 @@ from implicit.deq import SteadyState
 from implicit.ode import VCAB3, VCABM3, Tsit5
 from models.mnist_deq import PAPERS_ODE_TOLERANCES
 from train import _data
-from train._results import environment, file_name, portable_config, table_lines, to_plain, write_json_and_summary
+from train._results import benchmark_main, environment, file_name, portable_config, table_lines, to_plain
 
 INTEGRATORS = {"tsit5": Tsit5(), "vcab3": VCAB3(), "vcabm3": VCABM3()}
 
@@ -166,10 +166,6 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write(result: dict, out: Path) -> None:
-    write_json_and_summary(out, result, render_markdown(result))
-
-
 def parse(argv: list[str] | None) -> Config:
     p = argparse.ArgumentParser(prog="python -m train.bench steady", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="JSON file (a .md summary is written beside it)")
@@ -196,7 +192,4 @@ def parse(argv: list[str] | None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse(argv)
-    write(run(cfg), cfg.out)
-    print(f"wrote {cfg.out} and {cfg.out.with_suffix('.md')}")
-    return 0
+    return benchmark_main(argv, parse=parse, run=run, render=render_markdown)

@@ -85,8 +85,9 @@ def recorded_data_dir(recorded: str | None, given: str | os.PathLike | None = No
     or only as ``<name>`` when it was outside it), else ``$IMPLICIT_DATA``."""
     if given is not None and str(given) != "":
         return str(given)
-    repo = Path(__file__).resolve().parents[1]
-    for candidate in (Path(recorded), repo / recorded) if recorded else ():
+    from train._results import REPO_ROOT  # here, not at the top: data loading does not depend on the records module
+
+    for candidate in (Path(recorded), REPO_ROOT / recorded) if recorded else ():
         if candidate.is_dir():
             return str(candidate)
     if os.environ.get(ENV_VAR):

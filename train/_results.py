@@ -249,6 +249,16 @@ def write_json_and_summary(out: Path, result: Mapping, markdown: str) -> None:
     atomic_write_bytes(out.with_suffix(".md"), markdown.encode())
 
 
+def benchmark_main(argv: list[str] | None, *, parse: Callable, run: Callable, render: Callable[[dict], str]) -> int:
+    """A benchmark's command: ``parse(argv)`` gives a config with ``out``; ``run(config)`` measures;
+    the JSON and the Markdown ``render`` makes of it are written side by side."""
+    cfg = parse(argv)
+    result = run(cfg)
+    write_json_and_summary(cfg.out, result, render(result))
+    print(f"wrote {cfg.out} and {cfg.out.with_suffix('.md')}")
+    return 0
+
+
 def write_json(path: str | os.PathLike, record: Mapping) -> None:
     """Write ``record`` as indented JSON, atomically."""
     text = json.dumps(to_plain(record), indent=1, allow_nan=False) + "\n"
